@@ -1,0 +1,76 @@
+"""Atomic checkpoint files with validated loading.
+
+Every checkpoint maniflow-rl writes is a ``torch.save`` dict with at least::
+
+    {"format": "maniflow_rl", "version": 1, "kind": "pretrain" | "ppo", ...}
+
+Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the
+target, so a crash never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = "maniflow_rl"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupt or not a maniflow-rl checkpoint."""
+
+
+def save_checkpoint_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Save ``payload`` (plus format/version tags) to ``path`` atomically; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu",
+                         expected_kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Load and validate a checkpoint written by :func:`save_checkpoint_atomic`.
+
+    Raises :class:`CheckpointError` with a readable message if the file does not exist, cannot be
+    unpickled (truncated / corrupt), is not a maniflow-rl checkpoint, or has an unexpected kind.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # zipfile / pickle / EOF errors
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupt): {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a maniflow-rl checkpoint")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload['version']}, newer than this maniflow-rl "
+            f"({CHECKPOINT_VERSION}); upgrade maniflow-rl"
+        )
+    if expected_kind is not None:
+        kinds = (expected_kind,) if isinstance(expected_kind, str) else tuple(expected_kind)
+        if payload.get("kind") not in kinds:
+            raise CheckpointError(
+                f"{path} is a '{payload.get('kind')}' checkpoint, expected one of {kinds}"
+            )
+    return payload
