@@ -1,0 +1,119 @@
+"""Pure point-cloud functions: depth back-projection, workspace crop, farthest point sampling.
+
+Conventions (MuJoCo cameras):
+  * a camera looks along its local -z axis, local +x points right and +y up in the image;
+    ``cam_mat`` (``data.cam_xmat`` reshaped to 3x3) holds these local axes as columns in world frame;
+  * ``fovy`` is the vertical field of view in degrees; pixels are square, so the focal length in
+    pixels is ``f = (H / 2) / tan(fovy / 2)`` for both axes and the principal point is the image
+    centre;
+  * ``mujoco.Renderer`` (mujoco >= 3) returns depth already linearised to metres, measured along
+    the optical axis (eye-space z, not ray length), with row 0 at the top of the image.
+    ``tests/envs/test_metaworld_point_cloud.py`` checks this against the scene geometry.
+
+No function here loops over points in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "camera_intrinsics",
+    "depth_to_camera_points",
+    "depth_to_world_points",
+    "crop_to_workspace",
+    "farthest_point_sample",
+]
+
+
+def camera_intrinsics(fovy: float, height: int, width: int) -> np.ndarray:
+    """3x3 pinhole intrinsics ``K`` of a MuJoCo camera rendered at ``height x width`` pixels."""
+    f = 0.5 * height / np.tan(np.deg2rad(fovy) / 2.0)
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def depth_to_camera_points(depth: np.ndarray, fovy: float) -> np.ndarray:
+    """Back-project a depth image ``[H, W]`` (metres along the optical axis) to camera-frame
+    points ``[H*W, 3]`` in MuJoCo's camera convention (x right, y up, looking along -z)."""
+    depth = np.asarray(depth, dtype=np.float64)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
+    height, width = depth.shape
+    k = camera_intrinsics(fovy, height, width)
+    # Pixel centres: column j -> u = j + 0.5, row i -> v = i + 0.5 (row 0 is the image top).
+    u = (np.arange(width) + 0.5 - k[0, 2]) / k[0, 0]
+    v = (np.arange(height) + 0.5 - k[1, 2]) / k[1, 1]
+    x = u[None, :] * depth
+    y = -v[:, None] * depth  # image rows grow downwards, camera y grows upwards
+    z = -depth
+    return np.stack([x, y, z], axis=-1).reshape(-1, 3)
+
+
+def depth_to_world_points(
+    depth: np.ndarray,
+    fovy: float,
+    cam_pos: Sequence[float] | np.ndarray,
+    cam_mat: np.ndarray,
+    rgb: np.ndarray | None = None,
+    max_depth: float | None = None,
+) -> np.ndarray:
+    """Back-project a MuJoCo depth image into world-frame points.
+
+    Args:
+        depth: ``[H, W]`` depth in metres along the optical axis (``mujoco.Renderer`` output).
+        fovy: vertical field of view in degrees (``model.cam_fovy[cam_id]``).
+        cam_pos: camera position in world frame (``data.cam_xpos[cam_id]``).
+        cam_mat: camera orientation, 3x3 or flat 9 (``data.cam_xmat[cam_id]``); columns are the
+            camera's x/y/z axes in world frame.
+        rgb: optional ``[H, W, 3]`` uint8 image of the same camera; colours are appended as
+            float in ``[0, 1]`` giving ``[M, 6]`` points.
+        max_depth: drop pixels at or beyond this depth (background / far plane); None keeps all.
+
+    Returns:
+        ``[M, 3]`` (or ``[M, 6]``) float32 points, ``M = H*W`` minus dropped pixels.
+    """
+    cam_mat = np.asarray(cam_mat, dtype=np.float64).reshape(3, 3)
+    points = depth_to_camera_points(depth, fovy) @ cam_mat.T + np.asarray(cam_pos, np.float64)
+    if rgb is not None:
+        rgb = np.asarray(rgb)
+        if rgb.shape[:2] != np.shape(depth):
+            raise ValueError(f"rgb shape {rgb.shape} does not match depth shape {np.shape(depth)}")
+        points = np.concatenate([points, rgb.reshape(-1, 3).astype(np.float64) / 255.0], axis=1)
+    if max_depth is not None:
+        points = points[np.asarray(depth).reshape(-1) < max_depth]
+    return points.astype(np.float32)
+
+
+def crop_to_workspace(points: np.ndarray, bounds: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Keep points whose xyz lie inside the axis-aligned box ``bounds = [[xmin, ymin, zmin],
+    [xmax, ymax, zmax]]`` (inclusive). Extra columns (e.g. rgb) are carried along."""
+    bounds = np.asarray(bounds, dtype=np.float64)
+    if bounds.shape != (2, 3):
+        raise ValueError(f"bounds must be [[xmin, ymin, zmin], [xmax, ymax, zmax]], got {bounds.shape}")
+    xyz = points[:, :3]
+    mask = np.all((xyz >= bounds[0]) & (xyz <= bounds[1]), axis=1)
+    return points[mask]
+
+
+def farthest_point_sample(points: np.ndarray, n: int, start_idx: int = 0, bucket_height: int = 5) -> np.ndarray:
+    """Farthest point sampling of exactly ``n`` points with ``fpsample``'s bucket (QuickFPS) method.
+
+    Distances use xyz only; extra columns are carried along. With fewer than ``n`` input points
+    all points are kept and rows are repeated (cyclically) up to ``n``; an empty input gives
+    ``n`` zero rows. ``start_idx`` fixes the first sample so the result is deterministic.
+    """
+    points = np.asarray(points)
+    m = points.shape[0]
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    if m == 0:
+        return np.zeros((n, points.shape[1] if points.ndim == 2 else 3), dtype=np.float32)
+    if m <= n:
+        return points[np.arange(n) % m]
+    import fpsample  # local import: only the env step needs it
+
+    xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
+    idx = fpsample.bucket_fps_kdline_sampling(xyz, n, h=bucket_height, start_idx=start_idx % m)
+    return points[np.asarray(idx, dtype=np.int64)]

@@ -1,0 +1,126 @@
+"""Typed configuration of the PPO trainer (the seed's ``PPOConfig``, made complete).
+
+Units, so that every number means one thing:
+
+- ``total_timesteps`` counts **env steps** (simulator sub-steps), as CleanRL and SB3 do.
+- ``num_steps_per_rollout`` counts **decision points per env** per rollout; each decision point
+  executes ``n_action_steps`` env steps. A rollout therefore has
+  ``num_envs * num_steps_per_rollout`` PPO samples and
+  ``num_envs * num_steps_per_rollout * n_action_steps`` env steps.
+- ``batch_size`` is the PPO **minibatch** size in samples; it must divide the rollout size.
+- ``save_interval``, ``log_interval``, ``eval_interval`` count **rollouts** (PPO iterations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+LOGPROB_LEVELS = ("chunk", "action", "dim")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+VALUE_LOSS_TYPES = ("mse", "huber")
+
+
+@dataclass
+class PPOConfig:
+    # --- budget and batch (seed fields) ---
+    total_timesteps: int = 1_000_000
+    num_envs: int = 8
+    num_steps_per_rollout: int = 32
+    batch_size: int = 64
+    # --- optimisation (seed fields) ---
+    learning_rate: float = 1e-5
+    clip_range: float = 0.2
+    entropy_coef: float = 0.0
+    # --- PPO details ---
+    update_epochs: int = 4
+    critic_learning_rate: float = 1e-4
+    value_coef: float = 0.5
+    max_grad_norm: float = 1.0
+    target_kl: float | None = None
+    logprob_level: str = "chunk"
+    dual_clip: float | None = None
+    clip_range_value: float | None = None
+    value_loss_type: str = "mse"
+    huber_delta: float = 1.0
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_warmup_iterations: int = 0
+    critic_warmup_iterations: int = 0
+    # --- logging / checkpoints / evaluation (seed fields) ---
+    wandb_project: str | None = None
+    wandb_run_name: str | None = None
+    save_interval: int = 100
+    save_path: str = "checkpoints/maniflow_ppo"
+    log_interval: int = 10
+    eval_interval: int = 50
+    eval_episodes: int = 10
+    log_dir: str | None = None  # TensorBoard folder; default: <save_path>/tb
+    # --- run ---
+    seed: int = 0
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "PPOConfig":
+        """Raise ``ValueError`` with a readable message for inconsistent values."""
+        positive_ints = ("total_timesteps", "num_envs", "num_steps_per_rollout", "batch_size",
+                         "update_epochs", "save_interval", "log_interval", "eval_interval")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"PPOConfig.{name} must be a positive integer, got {value!r}")
+        if self.eval_episodes < 0:
+            raise ValueError("PPOConfig.eval_episodes must be >= 0")
+        if not 0 < self.clip_range < 1:
+            raise ValueError(f"PPOConfig.clip_range must be in (0, 1), got {self.clip_range}")
+        if self.learning_rate < 0 or self.critic_learning_rate < 0:
+            raise ValueError("learning rates must be >= 0")
+        if self.logprob_level not in LOGPROB_LEVELS:
+            raise ValueError(f"PPOConfig.logprob_level must be one of {LOGPROB_LEVELS}, "
+                             f"got {self.logprob_level!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"PPOConfig.lr_schedule must be one of {LR_SCHEDULES}, "
+                             f"got {self.lr_schedule!r}")
+        if self.value_loss_type not in VALUE_LOSS_TYPES:
+            raise ValueError(f"PPOConfig.value_loss_type must be one of {VALUE_LOSS_TYPES}, "
+                             f"got {self.value_loss_type!r}")
+        if self.dual_clip is not None and self.dual_clip <= 1.0:
+            raise ValueError(f"PPOConfig.dual_clip must be > 1 (or None), got {self.dual_clip}")
+        if self.target_kl is not None and self.target_kl <= 0:
+            raise ValueError("PPOConfig.target_kl must be > 0 (or None)")
+        rollout_size = self.num_envs * self.num_steps_per_rollout
+        if self.batch_size > rollout_size or rollout_size % self.batch_size != 0:
+            raise ValueError(
+                f"PPOConfig.batch_size={self.batch_size} does not fit the rollout: a rollout has "
+                f"num_envs * num_steps_per_rollout = {self.num_envs} * "
+                f"{self.num_steps_per_rollout} = {rollout_size} samples, and batch_size must "
+                f"divide it (e.g. {_divisors_hint(rollout_size)})"
+            )
+        return self
+
+    @property
+    def rollout_size(self) -> int:
+        return self.num_envs * self.num_steps_per_rollout
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "PPOConfig":
+        return config_from_dict(cls, values)
+
+
+def _divisors_hint(n: int) -> str:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    return ", ".join(str(d) for d in divisors[-4:])
+
+
+def config_from_dict(cls, values: dict[str, Any] | None):
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys with a clear message."""
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
+    return cls(**values)

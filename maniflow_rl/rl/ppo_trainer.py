@@ -1,0 +1,318 @@
+"""The PPO training loop: rollout -> advantages -> PPO update, with logging, evaluation and
+atomic, resumable checkpoints.
+
+One iteration (one "rollout" in the seed's wording)::
+
+    policy.set_noise_progress(iteration)                 # flow_sde noise annealing
+    batch, stats = collector.collect(num_steps_per_rollout)   # RolloutBatch [T, N]
+    batch = advantage_calculator.calculate(batch)        # fills advantages / returns / mask
+    metrics = ppo_update(policy, optimizer, batch, config)
+    lr_scheduler.step(); log every log_interval; eval every eval_interval; save every save_interval
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
+from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
+from maniflow_rl.rl.ppo_update import ppo_update
+from maniflow_rl.rl.rollout_collector import CollectorConfig, ManiFlowRolloutCollector
+from maniflow_rl.utils.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+from maniflow_rl.utils.logger import MetricLogger
+from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger("maniflow_rl")
+
+CONSOLE_KEYS = ("rollout/return_mean", "rollout/success_rate", "eval/success_rate",
+                "train/policy_loss", "train/value_loss", "train/approx_kl", "train/clipfrac",
+                "train/explained_variance", "perf/sps")
+CRITIC_NAME_MARKERS = ("value_head", "critic")
+
+
+def split_actor_critic_parameters(policy: torch.nn.Module):
+    """Critic = parameters whose name contains ``value_head`` or ``critic``; actor = the rest."""
+    actor, critic = [], []
+    for name, param in policy.named_parameters():
+        if not param.requires_grad:
+            continue
+        (critic if any(m in name for m in CRITIC_NAME_MARKERS) else actor).append(param)
+    return actor, critic
+
+
+def lr_multiplier(schedule: str, iteration: int, num_iterations: int, warmup: int) -> float:
+    """LR factor: linear warm-up over ``warmup`` iterations, then constant / linear / cosine decay
+    to 0 at ``num_iterations``."""
+    if warmup > 0 and iteration < warmup:
+        return (iteration + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (iteration - warmup) / max(1, num_iterations - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ManiFlowPPOTrainer:
+    """PPO fine-tuning of a chain-recording flow policy on an env runner."""
+
+    def __init__(self, policy, env_runner, config: PPOConfig | dict | None = None,
+                 advantage_config: AdvantageConfig | dict | None = None,
+                 collector_config: CollectorConfig | dict | None = None,
+                 eval_env_runner=None, device: str | torch.device | None = None,
+                 eval_fn: Callable[..., dict] | None = None):
+        self.config = _as_config(PPOConfig, config).validate()
+        self.advantage_config = _as_config(AdvantageConfig, advantage_config)
+        self.advantage_config.validate()
+        self.device = torch.device(device or self.config.device)
+        self.policy = policy.to(self.device)
+        self.env_runner = env_runner
+        self.eval_env_runner = eval_env_runner
+        if getattr(env_runner, "num_envs", self.config.num_envs) != self.config.num_envs:
+            raise ValueError(f"env_runner has {env_runner.num_envs} envs but "
+                             f"PPOConfig.num_envs={self.config.num_envs}")
+        if collector_config is None:
+            collector_config = CollectorConfig(action_chunk_size=policy.n_action_steps,
+                                               obs_chunk_size=policy.n_obs_steps)
+        self.collector_config = _as_config(CollectorConfig, collector_config)
+        self.collector = ManiFlowRolloutCollector(
+            self.policy, env_runner, self.collector_config, device=self.device,
+            group_size=self.advantage_config.group_size)
+        self.advantage_calculator = ManiFlowAdvantageCalculator(self.advantage_config)
+        self.actor_params, self.critic_params = split_actor_critic_parameters(self.policy)
+        groups = [{"params": self.actor_params, "lr": self.config.learning_rate, "name": "actor"}]
+        if self.critic_params:
+            groups.append({"params": self.critic_params, "lr": self.config.critic_learning_rate,
+                           "name": "critic"})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = group["lr"]
+        self.eval_fn = eval_fn
+        self.iteration = 0
+        self.global_step = 0
+        self.history: list[dict[str, float]] = []
+        self._generator = torch.Generator().manual_seed(self.config.seed)
+        self._logger: MetricLogger | None = None
+        seed_everything(self.config.seed)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def env_steps_per_iteration(self) -> int:
+        return self.config.rollout_size * self.policy.n_action_steps
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, math.ceil(self.config.total_timesteps / self.env_steps_per_iteration))
+
+    @property
+    def save_dir(self) -> Path:
+        return Path(self.config.save_path)
+
+    # ------------------------------------------------------------------ training
+    def train(self, num_iterations: int | None = None, progress: bool = True) -> list[dict]:
+        """Train until ``total_timesteps`` env steps (or ``num_iterations`` more iterations)."""
+        target = self.num_iterations if num_iterations is None else self.iteration + num_iterations
+        self._open_logger()
+        bar = tqdm(total=target, initial=self.iteration, desc="PPO", unit="it",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            while self.iteration < target:
+                metrics = self.train_iteration()
+                bar.update(1)
+                bar.set_postfix({k.split("/")[-1]: f"{metrics[k]:.3g}" for k in
+                                 ("rollout/return_mean", "rollout/success_rate") if k in metrics})
+        finally:
+            bar.close()
+            if self._logger is not None:
+                self._logger.flush()
+        return self.history
+
+    def train_iteration(self) -> dict[str, float]:
+        """One rollout + advantage + PPO update (+ logging / eval / checkpoint as scheduled)."""
+        self._open_logger()
+        cfg = self.config
+        self._set_lr()
+        if hasattr(self.policy, "set_noise_progress"):
+            self.policy.set_noise_progress(self.iteration)
+        t0 = time.perf_counter()
+        self.policy.eval()
+        batch, stats = self.collector.collect(cfg.num_steps_per_rollout)
+        t_rollout = time.perf_counter() - t0
+        batch = self.advantage_calculator.calculate(batch)
+        t1 = time.perf_counter()
+        self.policy.train()
+        critic_only = self.iteration < cfg.critic_warmup_iterations
+        update_metrics = ppo_update(self.policy, self.optimizer, batch, cfg,
+                                    generator=self._generator, critic_only=critic_only,
+                                    critic_params=self.critic_params)
+        t_update = time.perf_counter() - t1
+        env_steps = int(stats.get("env_steps", self.env_steps_per_iteration))
+        self.global_step += env_steps
+        self.iteration += 1
+        metrics = self._collect_metrics(stats, update_metrics, batch, critic_only,
+                                        env_steps, t_rollout, t_update)
+        if self.iteration % cfg.eval_interval == 0 and cfg.eval_episodes > 0:
+            metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()
+                            if isinstance(v, (int, float))})
+        self._record(metrics)
+        if self.iteration % cfg.save_interval == 0 or self.iteration == self.num_iterations:
+            self.save_checkpoint()
+        return metrics
+
+    def _collect_metrics(self, stats, update_metrics, batch, critic_only, env_steps,
+                         t_rollout, t_update) -> dict[str, float]:
+        metrics: dict[str, float] = {"iteration": self.iteration, "global_step": self.global_step}
+        metrics.update({f"train/{k}": v for k, v in update_metrics.items()})
+        returns = stats.get("episode_returns", [])
+        successes = stats.get("episode_successes", [])
+        lengths = stats.get("episode_lengths", [])
+        if len(returns):
+            metrics["rollout/return_mean"] = float(np.mean(returns))
+            metrics["rollout/episode_length"] = float(np.mean(lengths))
+            metrics["rollout/num_episodes"] = float(len(returns))
+        if len(successes):
+            metrics["rollout/success_rate"] = float(np.mean(successes))
+        metrics["rollout/reward_per_decision"] = float(batch.rewards.mean())
+        metrics["rollout/value_mean"] = float(batch.values.mean())
+        metrics["rollout/advantage_std"] = float(batch.advantages.std())
+        metrics["train/critic_warmup"] = float(critic_only)
+        for group in self.optimizer.param_groups:
+            metrics[f"train/lr_{group.get('name', 'group')}"] = group["lr"]
+        if hasattr(self.policy, "current_noise_level"):
+            metrics["policy/noise_level"] = float(self.policy.current_noise_level())
+        metrics["perf/rollout_seconds"] = t_rollout
+        metrics["perf/update_seconds"] = t_update
+        metrics["perf/sps"] = env_steps / max(t_rollout + t_update, 1e-9)
+        metrics["perf/rollout_sps"] = env_steps / max(t_rollout, 1e-9)
+        return metrics
+
+    def _record(self, metrics: dict[str, float]) -> None:
+        self.history.append(metrics)
+        self._logger.log(metrics, self.global_step)
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.save_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.iteration % self.config.log_interval == 0:
+            self._logger.console(metrics, self.global_step, CONSOLE_KEYS)
+
+    def _set_lr(self) -> None:
+        cfg = self.config
+        factor = lr_multiplier(cfg.lr_schedule, self.iteration, self.num_iterations,
+                               cfg.lr_warmup_iterations)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def _open_logger(self) -> None:
+        if self._logger is None:
+            log_dir = self.config.log_dir or str(self.save_dir / "tb")
+            self._logger = MetricLogger(log_dir, self.config.wandb_project,
+                                        self.config.wandb_run_name, self.config.to_dict())
+
+    def close(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
+        """Deterministic evaluation (no sampling noise). Uses ``eval_env_runner`` when given;
+        otherwise the training envs, whose episodes then restart at the next rollout."""
+        num_episodes = num_episodes or self.config.eval_episodes
+        runner = self.eval_env_runner or self.env_runner
+        self.policy.eval()
+        if self.eval_fn is not None:
+            result = self.eval_fn(self.policy, runner, num_episodes)
+        else:
+            eval_collector = ManiFlowRolloutCollector(self.policy, runner, self.collector_config,
+                                                      device=self.device)
+            result = eval_collector.evaluate(num_episodes)
+        if runner is self.env_runner:
+            self.collector.reset()
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_payload(self) -> dict[str, Any]:
+        return {
+            "kind": "ppo",
+            "shape_meta": self.policy.shape_meta,
+            "policy_config": self.policy.get_config(),
+            "policy_state_dict": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ppo_config": self.config.to_dict(),
+            "advantage_config": _asdict(self.advantage_config),
+            "collector_config": _asdict(self.collector_config),
+            "iteration": self.iteration,
+            "global_step": self.global_step,
+            "history": self.history,
+            "rng": get_rng_state(),
+            "trainer_generator": self._generator.get_state(),
+        }
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Atomically write ``checkpoint_<iteration>.pt`` (and ``latest.pt``) under save_path."""
+        payload = self.checkpoint_payload()
+        if path is not None:
+            return save_checkpoint_atomic(payload, path)
+        target = save_checkpoint_atomic(payload, self.save_dir / f"checkpoint_{self.iteration}.pt")
+        save_checkpoint_atomic(payload, self.save_dir / "latest.pt")
+        return target
+
+    def load_checkpoint(self, path: str | Path, resume: bool = True) -> dict[str, Any]:
+        """Load a PPO checkpoint (weights, optimizer, counters, RNG: training continues from the
+        saved step) or a pretraining checkpoint (EMA weights if present: fine-tuning starts)."""
+        payload = load_checkpoint_file(path, map_location=self.device,
+                                       expected_kind=("ppo", "pretrain"))
+        _check_shape_meta(payload.get("shape_meta"), self.policy.shape_meta, path)
+        if payload["kind"] == "pretrain":
+            state = payload.get("ema_state_dict") or payload["policy_state_dict"]
+            self.policy.load_state_dict(state)
+            return payload
+        self.policy.load_state_dict(payload["policy_state_dict"])
+        if resume:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            for group in self.optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+            self.iteration = int(payload["iteration"])
+            self.global_step = int(payload["global_step"])
+            self.history = list(payload.get("history", []))
+            set_rng_state(payload.get("rng"))
+            if payload.get("trainer_generator") is not None:
+                self._generator.set_state(payload["trainer_generator"])
+            self.collector.reset()
+        return payload
+
+
+def _as_config(cls, value):
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return config_from_dict(cls, value)
+    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+
+
+def _asdict(config) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def _check_shape_meta(saved, current, path) -> None:
+    if saved is None:
+        return
+    saved_obs = {k: list(v["shape"]) for k, v in saved["obs"].items()}
+    current_obs = {k: list(v["shape"]) for k, v in current["obs"].items()}
+    if saved_obs != current_obs or list(saved["action"]["shape"]) != list(current["action"]["shape"]):
+        raise ValueError(f"checkpoint {path} was trained for shape_meta obs={saved_obs}, "
+                         f"action={saved['action']['shape']}, but this policy has "
+                         f"obs={current_obs}, action={current['action']['shape']}")
