@@ -15,6 +15,7 @@ No function here loops over points in Python.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -34,21 +35,30 @@ def camera_intrinsics(fovy: float, height: int, width: int) -> np.ndarray:
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 
-def depth_to_camera_points(depth: np.ndarray, fovy: float) -> np.ndarray:
-    """Back-project a depth image ``[H, W]`` (metres along the optical axis) to camera-frame
-    points ``[H*W, 3]`` in MuJoCo's camera convention (x right, y up, looking along -z)."""
-    depth = np.asarray(depth, dtype=np.float64)
-    if depth.ndim != 2:
-        raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
-    height, width = depth.shape
+@functools.lru_cache(maxsize=16)
+def _pixel_rays(fovy: float, height: int, width: int) -> np.ndarray:
+    """Camera-frame rays ``[H*W, 3]`` (float32) with unit depth: ``point = depth * ray``."""
     k = camera_intrinsics(fovy, height, width)
     # Pixel centres: column j -> u = j + 0.5, row i -> v = i + 0.5 (row 0 is the image top).
     u = (np.arange(width) + 0.5 - k[0, 2]) / k[0, 0]
     v = (np.arange(height) + 0.5 - k[1, 2]) / k[1, 1]
-    x = u[None, :] * depth
-    y = -v[:, None] * depth  # image rows grow downwards, camera y grows upwards
-    z = -depth
-    return np.stack([x, y, z], axis=-1).reshape(-1, 3)
+    rays = np.empty((height, width, 3))
+    rays[..., 0] = u[None, :]
+    rays[..., 1] = -v[:, None]  # image rows grow downwards, camera y grows upwards
+    rays[..., 2] = -1.0  # the camera looks along -z
+    rays = rays.reshape(-1, 3).astype(np.float32)
+    rays.flags.writeable = False
+    return rays
+
+
+def depth_to_camera_points(depth: np.ndarray, fovy: float) -> np.ndarray:
+    """Back-project a depth image ``[H, W]`` (metres along the optical axis) to camera-frame
+    points ``[H*W, 3]`` in MuJoCo's camera convention (x right, y up, looking along -z)."""
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
+    rays = _pixel_rays(float(fovy), *depth.shape)
+    return depth.reshape(-1, 1).astype(np.float32) * rays
 
 
 def depth_to_world_points(
@@ -74,30 +84,41 @@ def depth_to_world_points(
     Returns:
         ``[M, 3]`` (or ``[M, 6]``) float32 points, ``M = H*W`` minus dropped pixels.
     """
-    cam_mat = np.asarray(cam_mat, dtype=np.float64).reshape(3, 3)
-    points = depth_to_camera_points(depth, fovy) @ cam_mat.T + np.asarray(cam_pos, np.float64)
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
+    rays = _pixel_rays(float(fovy), *depth.shape)
+    flat = depth.reshape(-1).astype(np.float32)
+    keep = None if max_depth is None else np.flatnonzero(flat < max_depth)
+    if keep is not None:
+        flat, rays = flat[keep], rays[keep]
+    rot = np.asarray(cam_mat, dtype=np.float32).reshape(3, 3)
+    points = (rays @ rot.T) * flat[:, None] + np.asarray(cam_pos, dtype=np.float32)
     if rgb is not None:
         rgb = np.asarray(rgb)
-        if rgb.shape[:2] != np.shape(depth):
-            raise ValueError(f"rgb shape {rgb.shape} does not match depth shape {np.shape(depth)}")
-        points = np.concatenate([points, rgb.reshape(-1, 3).astype(np.float64) / 255.0], axis=1)
-    if max_depth is not None:
-        points = points[np.asarray(depth).reshape(-1) < max_depth]
-    return points.astype(np.float32)
+        if rgb.shape[:2] != depth.shape:
+            raise ValueError(f"rgb shape {rgb.shape} does not match depth shape {depth.shape}")
+        colors = rgb.reshape(-1, 3)
+        colors = colors if keep is None else colors[keep]
+        points = np.concatenate([points, colors.astype(np.float32) / 255.0], axis=1)
+    return points
 
 
 def crop_to_workspace(points: np.ndarray, bounds: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     """Keep points whose xyz lie inside the axis-aligned box ``bounds = [[xmin, ymin, zmin],
     [xmax, ymax, zmax]]`` (inclusive). Extra columns (e.g. rgb) are carried along."""
-    bounds = np.asarray(bounds, dtype=np.float64)
-    if bounds.shape != (2, 3):
-        raise ValueError(f"bounds must be [[xmin, ymin, zmin], [xmax, ymax, zmax]], got {bounds.shape}")
-    xyz = points[:, :3]
-    mask = np.all((xyz >= bounds[0]) & (xyz <= bounds[1]), axis=1)
+    lo, hi = np.asarray(bounds, dtype=np.float64)
+    if lo.shape != (3,):
+        raise ValueError(f"bounds must be [[xmin, ymin, zmin], [xmax, ymax, zmax]], got {np.shape(bounds)}")
+    mask = points[:, 0] >= lo[0]  # column-wise tests: ~4x faster than np.all over [M, 3]
+    for axis in range(3):
+        if axis:
+            mask &= points[:, axis] >= lo[axis]
+        mask &= points[:, axis] <= hi[axis]
     return points[mask]
 
 
-def farthest_point_sample(points: np.ndarray, n: int, start_idx: int = 0, bucket_height: int = 5) -> np.ndarray:
+def farthest_point_sample(points: np.ndarray, n: int, start_idx: int = 0, bucket_height: int = 4) -> np.ndarray:
     """Farthest point sampling of exactly ``n`` points with ``fpsample``'s bucket (QuickFPS) method.
 
     Distances use xyz only; extra columns are carried along. With fewer than ``n`` input points

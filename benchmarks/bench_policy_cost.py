@@ -1,0 +1,127 @@
+"""Per-sample compute cost of the ManiFlow policy: rollout inference, PPO update, imitation step.
+
+MetaWorld-like shape_meta (point_cloud [512, 3], agent_pos [9], action [4]), ``cpu`` preset,
+batch 64, 2 torch threads. Measures (median over repeats after warm-up, seconds per sample):
+
+- ``rollout``:        ``sample_actions`` under no_grad (K velocity-net calls, encoder once)
+- ``ppo_update``:     ``default_forward`` + backward of a PPO-style loss
+                      (flow_sde: 1 evaluated step per sample; flow_noise: K steps batched)
+- ``imitation_step``: ``compute_loss`` (consistency flow) + backward
+
+Goal: ppo_update / imitation_step <= 1.5 for flow_sde and <= K for flow_noise.
+
+    python benchmarks/bench_policy_cost.py [--batch 64] [--repeats 5] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
+
+SHAPE_META = {"obs": {"point_cloud": {"shape": [512, 3], "type": "point_cloud"},
+                      "agent_pos": {"shape": [9], "type": "low_dim"}},
+              "action": {"shape": [4]}}
+DEFAULT_OUT = Path(__file__).parent / "results" / "policy_cost.json"
+
+
+def median_seconds(fn, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_batch(policy: ManiFlowPointcloudRLPolicy, batch: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    obs = {k: torch.randn(batch, policy.n_obs_steps, *spec["shape"], generator=g)
+           for k, spec in SHAPE_META["obs"].items()}
+    action = torch.rand(batch, policy.horizon, policy.action_dim, generator=g) * 2 - 1
+    return {"obs": obs, "action": action}
+
+
+def bench_method(noise_method: str, batch: int, warmup: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    policy = ManiFlowPointcloudRLPolicy(SHAPE_META, noise_method=noise_method, model_size="cpu")
+    data = make_batch(policy, batch)
+    rollout = policy.sample_actions(data["obs"])
+    recorded = {"observation": data["obs"], "chains": rollout["chains"],
+                "denoise_inds": rollout["denoise_inds"]}
+
+    def ppo_update():
+        out = policy.default_forward(recorded)
+        ratio = torch.exp(out["logprobs"].sum((1, 2)) - rollout["logprobs"].sum((1, 2)))
+        loss = -ratio.mean() + out["values"].square().mean() - 0.01 * out["entropy"].mean()
+        policy.zero_grad(set_to_none=True)
+        loss.backward()
+
+    def imitation_step():
+        loss, _ = policy.compute_loss(data)
+        policy.zero_grad(set_to_none=True)
+        loss.backward()
+
+    times = {
+        "rollout": median_seconds(lambda: policy.sample_actions(data["obs"]), warmup, repeats),
+        "encode_obs": median_seconds(lambda: _no_grad(policy.encode_obs, data["obs"]),
+                                     warmup, repeats),
+        "ppo_update": median_seconds(ppo_update, warmup, repeats),
+        "imitation_step": median_seconds(imitation_step, warmup, repeats),
+    }
+    per_sample_ms = {k: 1e3 * v / batch for k, v in times.items()}
+    k_steps = policy.num_inference_steps
+    goal = 1.5 if noise_method == "flow_sde" else float(k_steps)
+    ratio = times["ppo_update"] / times["imitation_step"]
+    return {"per_sample_ms": per_sample_ms,
+            "ppo_update_over_imitation_step": ratio,
+            "rollout_over_imitation_step": times["rollout"] / times["imitation_step"],
+            "goal_ppo_over_imitation": goal, "meets_goal": ratio <= goal,
+            "num_inference_steps": k_steps,
+            "num_parameters": sum(p.numel() for p in policy.parameters())}
+
+
+def _no_grad(fn, *args):
+    with torch.no_grad():
+        return fn(*args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                           "torch": torch.__version__, "threads": args.threads},
+               "shape_meta": SHAPE_META, "model_size": "cpu", "batch": args.batch,
+               "warmup": args.warmup, "repeats": args.repeats,
+               "methods": {m: bench_method(m, args.batch, args.warmup, args.repeats)
+                           for m in ("flow_sde", "flow_noise")}}
+    for method, r in results["methods"].items():
+        ms = r["per_sample_ms"]
+        print(f"{method:10s} per sample: rollout {ms['rollout']:.3f} ms "
+              f"(encode {ms['encode_obs']:.3f}), ppo_update {ms['ppo_update']:.3f} ms, "
+              f"imitation_step {ms['imitation_step']:.3f} ms | ppo/imitation "
+              f"{r['ppo_update_over_imitation_step']:.2f}x (goal <= "
+              f"{r['goal_ppo_over_imitation']:g}x: {'ok' if r['meets_goal'] else 'MISSED'})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Torch dataset of (observation history, action horizon) windows from a DP3/ManiFlow zarr file."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from maniflow_rl.data.replay_buffer import ReplayBuffer, ReplayBufferError
+from maniflow_rl.data.sequence_sampler import SequenceSampler, downsample_mask, get_val_mask
+
+#: zarr ``data/`` key -> policy observation key (keys missing in the zarr file are skipped)
+DEFAULT_KEY_MAP: dict[str, str] = {"point_cloud": "point_cloud", "state": "agent_pos",
+                                   "img": "image"}
+ACTION_KEY = "action"
+
+
+def obs_type(obs_key: str) -> str:
+    """shape_meta type of an observation key: point_cloud, rgb or low_dim."""
+    if obs_key == "point_cloud":
+        return "point_cloud"
+    if obs_key == "image" or obs_key.endswith("image") or obs_key.startswith("rgb"):
+        return "rgb"
+    return "low_dim"
+
+
+def infer_shape_meta(replay_buffer: ReplayBuffer, key_map: Mapping[str, str] | None = None,
+                     obs_keys: list[str] | None = None,
+                     point_cloud_channels: int | None = None) -> dict[str, Any]:
+    """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape'}}`` of the data, policy layout.
+
+    Images stored HWC (DP3 ``img``) are reported CHW, as the policy and the envs see them.
+    """
+    resolved = resolve_key_map(replay_buffer, key_map, obs_keys)
+    obs = {}
+    for zarr_key, obs_key in resolved.items():
+        shape = tuple(int(s) for s in replay_buffer[zarr_key].shape[1:])
+        kind = obs_type(obs_key)
+        if kind == "rgb":
+            if len(shape) != 3:
+                raise ReplayBufferError(f"image key {zarr_key} must be [T, H, W, C], got {shape}")
+            if shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+                shape = (shape[2], shape[0], shape[1])  # HWC -> CHW
+        elif kind == "point_cloud" and point_cloud_channels is not None:
+            if shape[-1] < point_cloud_channels:
+                raise ReplayBufferError(f"point cloud has {shape[-1]} channels, "
+                                        f"{point_cloud_channels} requested")
+            shape = shape[:-1] + (point_cloud_channels,)
+        obs[obs_key] = {"shape": list(shape), "type": kind}
+    if ACTION_KEY not in replay_buffer:
+        raise ReplayBufferError(f"dataset has no '{ACTION_KEY}' array (keys: "
+                                f"{replay_buffer.keys()})")
+    return {"obs": obs, "action": {"shape": list(replay_buffer[ACTION_KEY].shape[1:])}}
+
+
+def resolve_key_map(replay_buffer: ReplayBuffer, key_map: Mapping[str, str] | None,
+                    obs_keys: list[str] | None) -> dict[str, str]:
+    """zarr key -> obs key for the keys present in the data (and in ``obs_keys`` if given)."""
+    key_map = dict(DEFAULT_KEY_MAP if key_map is None else key_map)
+    resolved = {z: o for z, o in key_map.items() if z in replay_buffer}
+    if obs_keys is not None:
+        missing = [o for o in obs_keys if o not in resolved.values()]
+        if missing:
+            raise ReplayBufferError(
+                f"observation keys {missing} not found in the dataset (data/ keys "
+                f"{replay_buffer.keys()}, key_map {key_map})")
+        resolved = {z: o for z, o in resolved.items() if o in obs_keys}
+    if not resolved:
+        raise ReplayBufferError(f"no observation key of key_map {key_map} is in the dataset "
+                                f"(data/ keys {replay_buffer.keys()})")
+    return resolved
+
+
+class PointCloudSequenceDataset(torch.utils.data.Dataset):
+    """Windows of ``horizon`` frames; item = ``{'obs': {key: [To, *shape]}, 'action': [H, Da]}``.
+
+    ``zarr_path`` may be a path or an already loaded :class:`ReplayBuffer`. Observations are
+    float32 in raw units (images CHW, values 0..255); only the first ``n_obs_steps`` frames of
+    each window are returned. Windows are padded at episode edges by repeating the edge frame
+    (``pad_before = n_obs_steps - 1``, ``pad_after = n_action_steps - 1``).
+    """
+
+    def __init__(self, zarr_path: str | os.PathLike | ReplayBuffer, horizon: int,
+                 n_obs_steps: int, n_action_steps: int,
+                 key_map: Mapping[str, str] | None = None, val_ratio: float = 0.0,
+                 seed: int = 0, max_train_episodes: int | None = None,
+                 obs_keys: list[str] | None = None, point_cloud_channels: int | None = None):
+        if not 1 <= n_obs_steps <= horizon:
+            raise ValueError(f"need 1 <= n_obs_steps ({n_obs_steps}) <= horizon ({horizon})")
+        if not 1 <= n_action_steps <= horizon - n_obs_steps + 1:
+            raise ValueError(f"n_action_steps ({n_action_steps}) must be in [1, horizon - "
+                             f"n_obs_steps + 1] = [1, {horizon - n_obs_steps + 1}]")
+        if isinstance(zarr_path, ReplayBuffer):
+            self.replay_buffer = zarr_path
+        else:
+            self.replay_buffer = ReplayBuffer.copy_from_path(zarr_path)
+        self.zarr_path = None if isinstance(zarr_path, ReplayBuffer) else str(zarr_path)
+        self.key_map = resolve_key_map(self.replay_buffer, key_map, obs_keys)
+        self.shape_meta = infer_shape_meta(self.replay_buffer, self.key_map, None,
+                                           point_cloud_channels)
+        self.point_cloud_channels = point_cloud_channels
+        self._channels_last = {  # images stored HWC in the zarr file (DP3) -> CHW
+            o: self.shape_meta["obs"][o]["type"] == "rgb"
+            and list(self.replay_buffer[z].shape[1:]) != self.shape_meta["obs"][o]["shape"]
+            for z, o in self.key_map.items()}
+        self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
+
+        n_episodes = self.replay_buffer.n_episodes
+        if n_episodes == 0:
+            raise ReplayBufferError(f"dataset {zarr_path} has no episodes")
+        val_mask = get_val_mask(n_episodes, val_ratio, seed)
+        self.train_mask = downsample_mask(~val_mask, max_train_episodes, seed)
+        self.val_mask = val_mask
+        self.sampler = self._make_sampler(self.train_mask)
+        if len(self.sampler) == 0:
+            raise ReplayBufferError(f"dataset {zarr_path}: no training windows of horizon "
+                                    f"{horizon} (episodes too short?)")
+
+    def _make_sampler(self, mask: np.ndarray) -> SequenceSampler:
+        return SequenceSampler(
+            self.replay_buffer, self.horizon, pad_before=self.n_obs_steps - 1,
+            pad_after=self.n_action_steps - 1, keys=list(self.key_map) + [ACTION_KEY],
+            key_first_k={z: self.n_obs_steps for z in self.key_map}, episode_mask=mask)
+
+    def get_validation_dataset(self) -> PointCloudSequenceDataset:
+        """The same dataset over the validation episodes (empty when ``val_ratio == 0``)."""
+        val = copy.copy(self)
+        val.sampler = self._make_sampler(self.val_mask)
+        val.train_mask = self.val_mask
+        return val
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def _to_obs(self, obs_key: str, frames: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Frames ``[T, ...]`` of one key in the policy layout (CHW images, cut point clouds)."""
+        if self._channels_last[obs_key]:
+            frames = np.moveaxis(frames, -1, 1)  # [T, H, W, C] -> [T, C, H, W]
+        elif (self.shape_meta["obs"][obs_key]["type"] == "point_cloud"
+              and self.point_cloud_channels is not None):
+            frames = frames[..., : self.point_cloud_channels]
+        return np.ascontiguousarray(frames, dtype=dtype)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        sample = self.sampler.sample_sequence(idx)
+        obs = {o: torch.from_numpy(self._to_obs(o, sample[z][: self.n_obs_steps]))
+               for z, o in self.key_map.items()}
+        action = torch.from_numpy(np.asarray(sample[ACTION_KEY], dtype=np.float32))
+        return {"obs": obs, "action": action}
+
+    def get_normalizer_data(self) -> dict[str, np.ndarray]:
+        """Every frame of the training episodes, per obs key (policy layout) and ``'action'``.
+
+        Low-dim keys, point clouds and actions are float32; images keep their stored dtype
+        (uint8, CHW) to save memory.
+        """
+        slices = [self.replay_buffer.episode_slice(i) for i in np.nonzero(self.train_mask)[0]]
+        rows = np.concatenate([np.arange(s.start, s.stop) for s in slices])
+        data = {}
+        for z, o in self.key_map.items():
+            frames = np.asarray(self.replay_buffer[z][:])[rows]
+            rgb = self.shape_meta["obs"][o]["type"] == "rgb"
+            data[o] = self._to_obs(o, frames, dtype=frames.dtype if rgb else np.float32)
+        data[ACTION_KEY] = np.asarray(self.replay_buffer[ACTION_KEY][:], dtype=np.float32)[rows]
+        return data

@@ -1,0 +1,152 @@
+"""Scripted MetaWorld demonstrations -> DP3 / ManiFlow zarr dataset.
+
+``generate_demos`` runs MetaWorld's scripted expert (``metaworld.policies``) in
+``MetaWorldPointCloudEnv``, keeps only successful episodes (an episode ends at its first success)
+and writes, in zarr format 2 so the original DP3 / ManiFlow code can read it::
+
+    data/point_cloud  float32 [T, N, 3|6]   observation before each action
+    data/state        float32 [T, Ds]       agent_pos (9-d by default)
+    data/action       float32 [T, 4]        expert action
+    data/full_state   float32 [T, 39]       MetaWorld state (goal observable), for debugging
+    data/img          uint8   [T, H, W, 3]  only with use_image=True in env_kwargs
+    meta/episode_ends int64   [E]           cumulative (exclusive) end index of every episode
+
+Attempt ``k`` resets with ``derive_episode_seed(seed, k)``, so a dataset is reproducible.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 22  # ~4 MiB chunks, along time only
+
+
+def _chunks(num_steps: int, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    step_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * itemsize)
+    return (max(1, min(num_steps, CHUNK_BYTES // step_bytes)), *shape)
+
+
+def _write_zarr(path: Path, data: dict[str, np.ndarray], episode_ends: np.ndarray) -> None:
+    import zarr
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group = root.require_group("data")
+    for key, arr in data.items():
+        group.create_array(key, data=arr, chunks=_chunks(len(arr), arr.shape[1:], arr.dtype.itemsize))
+    meta = root.require_group("meta")
+    meta.create_array("episode_ends", data=episode_ends.astype(np.int64), chunks=(max(1, len(episode_ends)),))
+
+
+def run_expert_episode(env, seed: int) -> tuple[dict[str, np.ndarray], bool]:
+    """One scripted-expert episode; returns the per-step arrays and whether it succeeded."""
+    obs, _ = env.reset(seed=seed)
+    steps: dict[str, list] = {"point_cloud": [], "state": [], "action": [], "full_state": []}
+    if "image" in obs:
+        steps["img"] = []
+    success = False
+    while True:
+        action = env.expert_action()
+        steps["point_cloud"].append(obs["point_cloud"])
+        steps["state"].append(obs["agent_pos"])
+        steps["action"].append(action)
+        steps["full_state"].append(env.raw_obs.astype(np.float32))
+        if "img" in steps:
+            steps["img"].append(obs["image"].transpose(1, 2, 0))  # CHW -> HWC (DP3 layout)
+        obs, _, terminated, truncated, info = env.step(action)
+        success = success or bool(info["success"])
+        if terminated or truncated:
+            break
+    return {k: np.stack(v) for k, v in steps.items()}, success
+
+
+def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, seed: int = 0,
+                   max_episode_steps: int = 200, env_kwargs: dict[str, Any] | None = None,
+                   progress: bool = True, max_attempts: int | None = None) -> dict[str, Any]:
+    """Collect ``num_episodes`` successful scripted-expert episodes and save them as zarr.
+
+    Args:
+        task: MetaWorld task name (any spelling accepted by ``resolve_task``).
+        num_episodes: successful episodes to keep.
+        out_path: output directory (``*.zarr``); replaced if it exists.
+        seed: base seed of the attempt layouts.
+        max_episode_steps: step cap of an attempt (an attempt ends at its first success).
+        env_kwargs: extra ``MetaWorldPointCloudEnv`` arguments (``num_points``,
+            ``point_cloud_source``, ``camera``, ``use_image``, ...).
+        progress: show a tqdm bar.
+        max_attempts: give up after this many attempts (default ``3 * num_episodes + 10``).
+
+    Returns:
+        Summary dict: task, episodes, attempts, success_rate, total_steps, mean_episode_length,
+        complete (False if max_attempts ran out first), out_path, seconds, shapes.
+
+    Raises:
+        RuntimeError: no attempt succeeded (nothing is written).
+    """
+    from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv
+    from maniflow_rl.envs.metaworld.tasks import registry_name
+    from maniflow_rl.envs.metaworld.vector_runner import derive_episode_seed
+
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    max_attempts = 3 * num_episodes + 10 if max_attempts is None else int(max_attempts)
+    kwargs = dict(env_kwargs or {})
+    kwargs.update(max_episode_steps=max_episode_steps, terminate_on_success=True, reward_type="sparse")
+    env = MetaWorldPointCloudEnv(task, **kwargs)
+    start = time.time()
+    episodes: list[dict[str, np.ndarray]] = []
+    attempts = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_episodes, desc=f"demos {env.task}", unit="ep")
+    try:
+        while len(episodes) < num_episodes and attempts < max_attempts:
+            steps, success = run_expert_episode(env, derive_episode_seed(seed, attempts))
+            attempts += 1
+            if success:
+                episodes.append(steps)
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.set_postfix(attempts=attempts, success_rate=f"{len(episodes) / attempts:.2f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        env.close()
+    if not episodes:
+        raise RuntimeError(f"the scripted expert never succeeded on {env.task} in {attempts} attempts "
+                           f"of at most {max_episode_steps} steps")
+    if len(episodes) < num_episodes:
+        logger.warning("only %d of %d demos succeeded within %d attempts", len(episodes), num_episodes, attempts)
+
+    data = {key: np.concatenate([ep[key] for ep in episodes]) for key in episodes[0]}
+    episode_ends = np.cumsum([len(ep["action"]) for ep in episodes]).astype(np.int64)
+    out_path = Path(out_path)
+    tmp_path = out_path.with_name(out_path.name + ".tmp")
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    _write_zarr(tmp_path, data, episode_ends)
+    if out_path.exists():
+        shutil.rmtree(out_path)
+    tmp_path.rename(out_path)
+
+    lengths = np.diff(np.concatenate([[0], episode_ends]))
+    summary = {
+        "task": registry_name(env.task), "episodes": len(episodes), "requested": num_episodes,
+        "attempts": attempts, "success_rate": len(episodes) / attempts,
+        "total_steps": int(episode_ends[-1]), "mean_episode_length": float(lengths.mean()),
+        "complete": len(episodes) == num_episodes, "out_path": str(out_path),
+        "seconds": round(time.time() - start, 2),
+        "shapes": {key: list(arr.shape) for key, arr in data.items()},
+    }
+    logger.info("demos: %s", summary)
+    return summary

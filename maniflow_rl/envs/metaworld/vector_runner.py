@@ -1,0 +1,298 @@
+"""MetaWorldEnvRunner: many MetaWorldPointCloudEnv instances behind the env-runner interface
+(docs/ARCHITECTURE.md), stepped in parallel worker processes.
+
+* Workers use the ``spawn`` start method (a fork after a GL context exists can hang) and create
+  their envs, hence their renderers, themselves. Each worker hosts a contiguous block of envs
+  and steps them sequentially; the parent talks to each worker over a ``multiprocessing.Pipe``
+  and sends all step commands before collecting any reply, so workers run concurrently.
+  ``num_workers=0`` keeps every env in the calling process (tests, debugging).
+* Auto-reset inside ``step``: an env whose episode ended (terminated or truncated) is reset at
+  once; ``obs`` holds the new episode's first frame and ``final_obs`` the ended episode's last.
+* Reproducible layouts: episode ``k`` of env ``i`` is reset with a seed that depends only on
+  ``(seed, i // group_size, k)``; envs of one group (``group_size > 1``) get the same sequence
+  of layouts (GRPO groups). ``reset(seed=...)`` / ``seed(...)`` restart the sequences at k = 0;
+  a plain ``reset()`` continues them.
+* Workers exit when the runner is closed, when the parent exits (daemon processes), or when
+  the parent dies (their pipe reaches EOF).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import traceback
+from typing import Any, Sequence
+
+import numpy as np
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _stack(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.stack([d[key] for d in dicts]) for key in dicts[0]}
+
+
+def _concat(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([d[key] for d in dicts]) for key in dicts[0]}
+
+
+def derive_episode_seed(env_base_seed: int, episode: int) -> int:
+    """Reset seed of an env's ``episode``-th episode (episode 0 uses the base seed itself)."""
+    if episode == 0:
+        return int(env_base_seed)
+    return int(np.random.SeedSequence([int(env_base_seed), int(episode)]).generate_state(1)[0])
+
+
+class _EnvGroup:
+    """A block of envs stepped sequentially: the body of a worker (or the in-process runner)."""
+
+    def __init__(self, task: str, env_kwargs: dict[str, Any], count: int) -> None:
+        from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv
+
+        self.envs = [MetaWorldPointCloudEnv(task, **env_kwargs) for _ in range(count)]
+
+    def shape_meta(self) -> dict[str, Any]:
+        return self.envs[0].shape_meta
+
+    def reset(self, seeds: Sequence[int]) -> dict[str, np.ndarray]:
+        return _stack([env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)])
+
+    def step(self, actions: np.ndarray, next_seeds: Sequence[int]) -> dict[str, Any]:
+        n = len(self.envs)
+        rewards, success = np.zeros(n, np.float32), np.zeros(n, bool)
+        terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
+        obs_list, final_list = [], []
+        for i, env in enumerate(self.envs):
+            obs, rewards[i], terminated[i], truncated[i], info = env.step(actions[i])
+            success[i] = info["success"]
+            final_list.append(obs)
+            if terminated[i] or truncated[i]:
+                obs, _ = env.reset(seed=int(next_seeds[i]))
+            obs_list.append(obs)
+        return {"obs": _stack(obs_list), "final_obs": _stack(final_list), "rewards": rewards,
+                "terminated": terminated, "truncated": truncated, "success": success}
+
+    def render_rgb(self, index: int, width: int, height: int, camera: Any) -> np.ndarray:
+        return self.envs[index].render_rgb(width, height, camera)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _worker_main(conn, task: str, env_kwargs: dict[str, Any], count: int) -> None:
+    """Worker process loop: build the envs, then serve ``(command, args)`` requests."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    group = None
+    try:
+        group = _EnvGroup(task, env_kwargs, count)
+        conn.send(("ok", None))
+        while True:
+            try:
+                command, args = conn.recv()
+            except (EOFError, OSError):  # parent gone
+                break
+            if command == "close":
+                break
+            try:
+                conn.send(("ok", getattr(group, command)(*args)))
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    except Exception:
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except (OSError, BrokenPipeError):
+            pass
+    finally:
+        if group is not None:
+            group.close()
+        conn.close()
+
+
+class MetaWorldEnvRunner:
+    """Vectorized MetaWorld point-cloud envs (env-runner interface, see the module docstring).
+
+    Args:
+        task: MetaWorld task (``metaworld/pick-place-v3``, ``pick-place-v3`` or ``pick-place``).
+        num_envs: number of envs.
+        seed: base seed of the episode layouts.
+        num_workers: worker processes; None = ``min(num_envs, cpu count)``; 0 = in-process.
+        group_size: envs per layout group (see module docstring).
+        start_method: multiprocessing start method (keep ``spawn`` when rendering).
+        **env_kwargs: forwarded to ``MetaWorldPointCloudEnv``.
+    """
+
+    def __init__(self, task: str, num_envs: int, seed: int = 0, num_workers: int | None = None,
+                 group_size: int = 1, start_method: str = "spawn", **env_kwargs: Any) -> None:
+        from maniflow_rl.envs.metaworld.tasks import resolve_task
+
+        if num_envs < 1 or group_size < 1:
+            raise ValueError("num_envs and group_size must be >= 1")
+        self.task = resolve_task(task)
+        self.num_envs, self.group_size = int(num_envs), int(group_size)
+        self.env_kwargs = dict(env_kwargs)
+        self.max_episode_steps = int(env_kwargs.get("max_episode_steps", 200))
+        self.action_dim = 4
+        if num_workers is None:
+            num_workers = min(self.num_envs, os.cpu_count() or 1)
+        self.num_workers = min(int(num_workers), self.num_envs)
+        self._closed = False
+        self._procs: list[Any] = []
+        self._conns: list[Any] = []
+        self._local: _EnvGroup | None = None
+        self.seed(seed)
+        if self.num_workers <= 0:
+            self._blocks = [np.arange(self.num_envs)]
+            self._local = _EnvGroup(self.task, self.env_kwargs, self.num_envs)
+        else:
+            self._blocks = np.array_split(np.arange(self.num_envs), self.num_workers)
+            self._start_workers(start_method)
+        self._shape_meta = self._call_all("shape_meta", [()] * len(self._blocks))[0]
+
+    # ------------------------------------------------------------------ interface
+    @property
+    def shape_meta(self) -> dict[str, Any]:
+        """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [4]}}`` for building the policy."""
+        return self._shape_meta
+
+    @property
+    def group_ids(self) -> np.ndarray:
+        return np.arange(self.num_envs) // self.group_size
+
+    def seed(self, seeds: int | Sequence[int] | None = None) -> None:
+        """Seed the next ``reset()``: an int derives every env's layout sequence; a sequence of
+        ``num_envs`` ints gives each env's first reset seed explicitly; None draws a random base."""
+        if seeds is None:
+            seeds = int(np.random.SeedSequence().generate_state(1)[0])
+        if np.isscalar(seeds):
+            groups = self.group_ids
+            self._env_base = np.array(
+                [np.random.SeedSequence([int(seeds), int(g)]).generate_state(1)[0] for g in groups],
+                dtype=np.int64)
+        else:
+            seeds = np.asarray(seeds, dtype=np.int64).ravel()
+            if seeds.shape != (self.num_envs,):
+                raise ValueError(f"seed() needs an int or {self.num_envs} seeds, got {seeds.shape[0]}")
+            self._env_base = seeds.copy()
+        self._episode = np.full(self.num_envs, -1, dtype=np.int64)  # next reset starts episode 0
+
+    def reset(self, seed: int | Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """Start a new episode in every env; returns obs ``{key: [num_envs, *shape]}``."""
+        self._check_open()
+        if seed is not None:
+            self.seed(seed)
+        self._episode += 1
+        seeds = self._episode_seeds(self._episode)
+        return _concat(self._call_all("reset", [(seeds[b].tolist(),) for b in self._blocks]))
+
+    def step(self, actions: np.ndarray) -> dict[str, Any]:
+        """Step every env; ended episodes auto-reset (see the module docstring)."""
+        self._check_open()
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != (self.num_envs, self.action_dim):
+            raise ValueError(f"actions must have shape ({self.num_envs}, {self.action_dim}), got {actions.shape}")
+        next_seeds = self._episode_seeds(self._episode + 1)
+        parts = self._call_all("step", [(actions[b], next_seeds[b].tolist()) for b in self._blocks])
+        out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0] if not key.endswith("obs")}
+        out["obs"], out["final_obs"] = _concat([p["obs"] for p in parts]), _concat([p["final_obs"] for p in parts])
+        out["dones"] = out["terminated"] | out["truncated"]
+        self._episode[out["dones"]] += 1
+        return out
+
+    def render_rgb(self, width: int = 256, height: int = 256, camera: str | int | None = None,
+                   env_index: int = 0) -> np.ndarray:
+        """Upright ``[H, W, 3]`` uint8 frame of one env (default env 0) for videos."""
+        block = next(k for k, b in enumerate(self._blocks) if env_index in b)
+        local = int(env_index - self._blocks[block][0])
+        return self._call(block, "render_rgb", (local, width, height, camera))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._local is not None:
+            self._local.close()
+        for conn in self._conns:
+            try:
+                conn.send(("close", None))
+            except (OSError, BrokenPipeError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=1)
+        for conn in self._conns:
+            conn.close()
+
+    def __enter__(self) -> "MetaWorldEnvRunner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ internals
+    def _episode_seeds(self, episodes: np.ndarray) -> np.ndarray:
+        return np.array([derive_episode_seed(b, max(int(k), 0)) for b, k in zip(self._env_base, episodes)],
+                        dtype=np.int64)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("MetaWorldEnvRunner is closed")
+
+    def _start_workers(self, start_method: str) -> None:
+        ctx = mp.get_context(start_method)
+        saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+        os.environ.update({k: "1" for k, v in saved.items() if v is None})  # no BLAS oversubscription
+        try:
+            for block in self._blocks:
+                parent_conn, child_conn = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, daemon=True,
+                                   args=(child_conn, self.task, self.env_kwargs, len(block)))
+                proc.start()
+                child_conn.close()
+                self._procs.append(proc)
+                self._conns.append(parent_conn)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+        try:
+            for k in range(len(self._procs)):
+                self._receive(k)  # ready handshake (or the worker's construction error)
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, k: int) -> Any:
+        conn, proc = self._conns[k], self._procs[k]
+        while not conn.poll(1.0):
+            if not proc.is_alive():
+                raise RuntimeError(f"MetaWorld worker {k} died (exit code {proc.exitcode})")
+        try:
+            status, payload = conn.recv()
+        except EOFError as exc:
+            raise RuntimeError(f"MetaWorld worker {k} closed its pipe (exit code {proc.exitcode})") from exc
+        if status == "error":
+            raise RuntimeError(f"MetaWorld worker {k} failed:\n{payload}")
+        return payload
+
+    def _call(self, k: int, command: str, args: tuple) -> Any:
+        if self._local is not None:
+            return getattr(self._local, command)(*args)
+        self._conns[k].send((command, args))
+        return self._receive(k)
+
+    def _call_all(self, command: str, args: Sequence[tuple]) -> list[Any]:
+        if self._local is not None:
+            return [getattr(self._local, command)(*args[0])]
+        for conn, a in zip(self._conns, args):
+            conn.send((command, a))
+        return [self._receive(k) for k in range(len(self._conns))]

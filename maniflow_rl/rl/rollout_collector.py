@@ -1,0 +1,269 @@
+"""ManiFlowRolloutCollector: runs the policy in an env runner and records a RolloutBatch.
+
+One decision point = the policy sees the last ``To`` observation frames of every env and returns a
+chunk of ``Ca`` actions, executed sub-step by sub-step (docs/ARCHITECTURE.md).
+
+Chunk semantics (execute-and-mask): when an env's episode ends at sub-step ``j`` of a chunk, the
+decision point's reward is the sum of the sub-step rewards up to and including ``j``, and
+``dones = 1`` (``truncated = 1`` for a time limit). The remaining sub-steps are still sent to the
+vector env (it cannot skip one env), but they are masked: their rewards are not counted in any
+decision point. The new episode's observation history restarts with the reset frame repeated
+``To`` times and continues with the frames of those sub-steps. Episode statistics (returns,
+lengths, success) count every real env sub-step, masked ones included; an episode is a success
+if any of its sub-steps reported ``success``.
+
+Time limits: on truncation the value of the final observation history (history shifted by the
+``final_obs`` frame) is recorded in ``final_values`` for bootstrapping. ``max_steps_per_episode``
+is also enforced here: an episode that reaches it without the env ending is truncated for
+bookkeeping (``dones = truncated = 1``, bootstrap from the current observation, history restarts
+from the current frame). The env runner has no per-env reset, so that env simply continues.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from maniflow_rl.envs.base import normalize_step_output, validate_obs_dict
+from maniflow_rl.rl.batch import RolloutBatch
+
+
+@dataclass
+class CollectorConfig:
+    max_steps_per_episode: int = 1000   # env sub-steps
+    action_chunk_size: int = 8          # must equal policy.n_action_steps (Ca)
+    obs_chunk_size: int = 2             # must equal policy.n_obs_steps (To)
+
+
+@dataclass
+class ChunkOutcome:
+    """What executing one action chunk produced, per env ([num_envs] arrays)."""
+
+    rewards: np.ndarray
+    dones: np.ndarray
+    truncated: np.ndarray
+    final_history_envs: list[int] = field(default_factory=list)
+    final_histories: list[dict[str, np.ndarray]] = field(default_factory=list)  # [To, *shape]
+
+
+class ManiFlowRolloutCollector:
+    """Collect RolloutBatches (train) or evaluate episodes (eval) with a ManiFlow RL policy."""
+
+    def __init__(self, policy: Any, env_runner: Any, config: CollectorConfig | None = None,
+                 device: str | torch.device = "cpu", group_size: int = 1):
+        if config is None:
+            config = CollectorConfig(action_chunk_size=policy.n_action_steps,
+                                     obs_chunk_size=policy.n_obs_steps)
+        if config.action_chunk_size != policy.n_action_steps:
+            raise ValueError(f"CollectorConfig.action_chunk_size={config.action_chunk_size} but "
+                             f"policy.n_action_steps={policy.n_action_steps}; they must be equal")
+        if config.obs_chunk_size != policy.n_obs_steps:
+            raise ValueError(f"CollectorConfig.obs_chunk_size={config.obs_chunk_size} but "
+                             f"policy.n_obs_steps={policy.n_obs_steps}; they must be equal")
+        if config.max_steps_per_episode < 1 or group_size < 1:
+            raise ValueError("max_steps_per_episode and group_size must be >= 1")
+        self.policy = policy
+        self.env_runner = env_runner
+        self.config = config
+        self.device = torch.device(device)
+        self.group_size = int(group_size)
+        self.num_envs = int(env_runner.num_envs)
+        self.obs_keys = list(policy.shape_meta["obs"])
+        self.episode_stats: dict[str, Any] = {}
+        self._history: dict[str, np.ndarray] | None = None   # key -> [N, To, *shape]
+        self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._episode_success = np.zeros(self.num_envs, dtype=bool)
+
+    # ------------------------------------------------------------------ observation history
+    def _frame(self, obs: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+        """Validate one env frame against policy.shape_meta; keep its keys, float64 -> float32."""
+        validate_obs_dict(obs, self.policy.shape_meta, self.num_envs, where=where)
+        frame = {}
+        for key in self.obs_keys:
+            value = np.asarray(obs[key])
+            frame[key] = value.astype(np.float32) if value.dtype == np.float64 else value
+        return frame
+
+    def _restart_history(self, history: dict[str, np.ndarray], frame: dict[str, np.ndarray],
+                         envs: np.ndarray) -> None:
+        """In place: rows ``envs`` (bool mask) become ``frame`` repeated To times."""
+        for key in self.obs_keys:
+            history[key][envs] = frame[key][envs][:, None]
+
+    def _push_frame(self, history: dict[str, np.ndarray],
+                    frame: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """New history with the oldest frame dropped and ``frame`` appended (no aliasing)."""
+        return {key: np.concatenate([history[key][:, 1:], frame[key][:, None]], axis=1)
+                for key in self.obs_keys}
+
+    def _to_policy(self, history: dict[str, np.ndarray]) -> dict[str, Tensor]:
+        return {key: torch.tensor(value, device=self.device) for key, value in history.items()}
+
+    def reset(self) -> None:
+        """Reset the env runner, the observation histories and the running episode stats."""
+        frame = self._frame(self.env_runner.reset(), "env reset observation")
+        steps = self.config.obs_chunk_size
+        self._history = {key: np.repeat(value[:, None], steps, axis=1)
+                         for key, value in frame.items()}
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        self._episode_success[:] = False
+
+    # ------------------------------------------------------------------ one chunk
+    def _execute_chunk(self, actions: np.ndarray, finished: list[dict[str, Any]]) -> ChunkOutcome:
+        """Execute ``actions [N, Ca, Da]`` sub-step by sub-step (see module docstring)."""
+        num_envs = self.num_envs
+        outcome = ChunkOutcome(rewards=np.zeros(num_envs, np.float32),
+                               dones=np.zeros(num_envs, bool), truncated=np.zeros(num_envs, bool))
+        counted = np.ones(num_envs, dtype=bool)   # False after this chunk's first done
+        for sub_step in range(actions.shape[1]):
+            step = normalize_step_output(self.env_runner.step(actions[:, sub_step]), num_envs)
+            frame = self._frame(step.obs, "env step observation")
+            self._episode_return += step.rewards
+            self._episode_length += 1
+            self._episode_success |= step.success
+
+            over_limit = ~step.dones & (self._episode_length >= self.config.max_steps_per_episode)
+            ended = step.dones | over_limit
+            truncated = step.truncated | over_limit
+            outcome.rewards += np.where(counted, step.rewards, 0.0).astype(np.float32)
+            outcome.dones |= counted & ended
+            outcome.truncated |= counted & truncated
+
+            bootstrap_envs = np.flatnonzero(counted & truncated)
+            if bootstrap_envs.size:
+                final_frame = {k: v.copy() for k, v in
+                               self._frame(step.final_obs, "env step final_obs").items()}
+                for key in self.obs_keys:
+                    final_frame[key][over_limit] = frame[key][over_limit]
+                final_history = self._push_frame(self._history, final_frame)
+                for env in bootstrap_envs:
+                    outcome.final_history_envs.append(int(env))
+                    outcome.final_histories.append({k: v[env] for k, v in final_history.items()})
+
+            for env in np.flatnonzero(ended):
+                finished.append({"env": int(env), "return": float(self._episode_return[env]),
+                                 "length": int(self._episode_length[env]),
+                                 "success": bool(self._episode_success[env])})
+            self._episode_return[ended] = 0.0
+            self._episode_length[ended] = 0
+            self._episode_success[ended] = False
+
+            self._history = self._push_frame(self._history, frame)
+            self._restart_history(self._history, frame, ended)
+            counted &= ~ended
+        return outcome
+
+    def _sample(self, mode: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        obs = self._to_policy(self._history)
+        with torch.no_grad():
+            out = self.policy.sample_actions(obs, mode=mode)
+        expected = (self.num_envs, self.config.action_chunk_size, self.policy.action_dim)
+        if tuple(out["actions"].shape) != expected:
+            raise ValueError(f"policy.sample_actions returned actions of shape "
+                             f"{tuple(out['actions'].shape)}, expected {expected}")
+        return obs, out
+
+    def _values(self, histories: dict[str, np.ndarray]) -> Tensor:
+        with torch.no_grad():
+            return self.policy.get_value(self._to_policy(histories)).reshape(-1).float()
+
+    # ------------------------------------------------------------------ public API
+    def collect(self, num_decision_steps: int,
+                mode: str = "train") -> tuple[RolloutBatch, dict[str, Any]]:
+        """Run ``num_decision_steps`` decision points in every env.
+
+        Returns ``(batch, stats)``; ``stats`` has ``episode_returns`` / ``episode_lengths`` /
+        ``episode_successes`` (lists over episodes finished during this call), ``num_episodes``,
+        ``env_steps`` (sub-steps summed over envs), ``rollout_time`` and ``sps``.
+        """
+        if self._history is None:
+            self.reset()
+        start = time.perf_counter()
+        finished: list[dict[str, Any]] = []
+        records: dict[str, list] = {name: [] for name in (
+            "obs", "chains", "denoise_inds", "actions", "logprobs", "values", "rewards",
+            "dones", "truncated")}
+        bootstrap_steps, bootstrap_envs, bootstrap_histories = [], [], []
+        for t in range(num_decision_steps):
+            obs, out = self._sample(mode)
+            outcome = self._execute_chunk(out["actions"].detach().cpu().numpy(), finished)
+            records["obs"].append(obs)
+            for name in ("chains", "denoise_inds", "actions", "logprobs"):
+                records[name].append(out[name].detach().to(self.device))
+            values = out.get("values")
+            records["values"].append(torch.zeros(self.num_envs, device=self.device)
+                                     if values is None else values.detach().to(self.device).float())
+            for name in ("rewards", "dones", "truncated"):
+                records[name].append(torch.tensor(getattr(outcome, name), dtype=torch.float32,
+                                                  device=self.device))
+            bootstrap_steps += [t] * len(outcome.final_history_envs)
+            bootstrap_envs += outcome.final_history_envs
+            bootstrap_histories += outcome.final_histories
+
+        final_values = torch.zeros(num_decision_steps, self.num_envs, device=self.device)
+        if bootstrap_histories:
+            stacked = {k: np.stack([h[k] for h in bootstrap_histories]) for k in self.obs_keys}
+            final_values[bootstrap_steps, bootstrap_envs] = self._values(stacked).to(self.device)
+        batch = RolloutBatch(
+            obs={k: torch.stack([o[k] for o in records["obs"]]) for k in self.obs_keys},
+            **{name: torch.stack(records[name]) for name in records if name != "obs"},
+            final_values=final_values,
+            last_values=self._values(self._history).to(self.device),
+            group_ids=torch.arange(self.num_envs, device=self.device) // self.group_size,
+        )
+        elapsed = time.perf_counter() - start
+        env_steps = num_decision_steps * self.config.action_chunk_size * self.num_envs
+        stats = {
+            "episode_returns": [e["return"] for e in finished],
+            "episode_lengths": [e["length"] for e in finished],
+            "episode_successes": [e["success"] for e in finished],
+            "num_episodes": len(finished),
+            "env_steps": env_steps,
+            "rollout_time": elapsed,
+            "sps": env_steps / max(elapsed, 1e-9),
+        }
+        self.episode_stats = stats
+        return batch, stats
+
+    def evaluate(self, num_episodes: int) -> dict[str, Any]:
+        """Run deterministic (``mode="eval"``) episodes from a fresh reset.
+
+        Every env runs ``ceil(num_episodes / num_envs)`` episodes and the first ``num_episodes``
+        in (episode index, env) order are reported, so short episodes are not over-represented.
+        Afterwards the next ``collect`` starts from a fresh reset.
+        """
+        if num_episodes < 1:
+            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+        self.reset()
+        per_env = math.ceil(num_episodes / self.num_envs)
+        finished: list[dict[str, Any]] = []
+        counts = np.zeros(self.num_envs, dtype=np.int64)
+        while counts.min() < per_env:
+            _, out = self._sample("eval")
+            before = len(finished)
+            self._execute_chunk(out["actions"].detach().cpu().numpy(), finished)
+            for episode in finished[before:]:
+                episode["index"] = counts[episode["env"]]
+                counts[episode["env"]] += 1
+        self._history = None
+        chosen = sorted(finished, key=lambda e: (e["index"], e["env"]))[:num_episodes]
+        returns = [e["return"] for e in chosen]
+        lengths = [e["length"] for e in chosen]
+        successes = [e["success"] for e in chosen]
+        return {
+            "success_rate": float(np.mean(successes)),
+            "mean_return": float(np.mean(returns)),
+            "mean_length": float(np.mean(lengths)),
+            "num_episodes": len(chosen),
+            "episode_returns": returns,
+            "episode_lengths": lengths,
+            "episode_successes": successes,
+        }

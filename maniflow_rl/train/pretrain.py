@@ -1,0 +1,384 @@
+"""Imitation pretraining of the ManiFlow policy on demonstrations (ALGORITHM.md section 2).
+
+Consistency flow training with AdamW (lr 1e-4, betas (0.9, 0.95), wd 1e-3), a cosine schedule
+with linear warm-up stepped per optimizer step, and an EMA copy of the weights that is both the
+consistency teacher and the evaluated / exported policy.
+
+Files under ``output_dir``::
+
+    config.json                    the PretrainConfig of the run
+    tb/                            TensorBoard: train/loss, train/lr, val/loss, eval/success_rate
+    checkpoints/latest.pt          written atomically every checkpoint_every_epochs and at the end
+    checkpoints/epoch_XXXX.pt      same payload, kept per epoch (keep_epoch_checkpoints)
+    eval/epoch_XXXX.json           evaluation results (+ videos/epoch_XXXX.mp4 with eval_video)
+
+A run whose ``checkpoints/latest.pt`` exists resumes from it (``resume=True``): weights, EMA,
+optimizer, LR schedule, counters and RNG states are restored and the data order of every epoch
+depends only on (seed, epoch), so an interrupted run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from maniflow_rl.data.dataset import PointCloudSequenceDataset, infer_shape_meta
+from maniflow_rl.data.replay_buffer import ReplayBuffer
+from maniflow_rl.evaluation.evaluate import evaluate_policy, make_env_runner
+from maniflow_rl.train.ema import EMAModel
+from maniflow_rl.train.lr_schedule import cosine_with_warmup
+from maniflow_rl.utils.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+from maniflow_rl.utils.logger import MetricLogger
+from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger("maniflow_rl")
+EVAL_SEED_OFFSET = 100_000  # evaluation env seeds: seed + EVAL_SEED_OFFSET + env index
+
+
+@dataclass
+class PretrainConfig:
+    dataset_path: str
+    output_dir: str
+    task: str | None = None               # e.g. "metaworld/button-press" (for evaluation)
+    num_epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 1e-3
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.0
+    grad_clip_norm: float | None = None
+    ema_decay: float = 0.9999             # maximum EMA decay
+    ema_power: float | None = 0.75        # EMA warm-up power (None: constant ema_decay)
+    eval_every_epochs: int = 0            # 0: no evaluation in the env
+    eval_episodes: int = 20
+    eval_num_envs: int = 1
+    eval_max_steps: int | None = None
+    eval_video: bool = False
+    checkpoint_every_epochs: int = 10
+    keep_epoch_checkpoints: bool = True
+    seed: int = 0
+    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
+    num_workers: int = 0
+    policy_config: dict = field(default_factory=dict)   # ManiFlowPolicyConfig overrides
+    max_train_steps: int | None = None    # stop after this many optimizer steps in total
+    val_ratio: float = 0.0
+    max_train_episodes: int | None = None
+    obs_keys: list[str] | None = field(default_factory=lambda: ["point_cloud", "agent_pos"])
+    key_map: dict | None = None           # zarr key -> obs key (default DEFAULT_KEY_MAP)
+    point_cloud_channels: int | None = 3  # xyz only (None: every stored channel)
+    env_kwargs: dict = field(default_factory=dict)
+    resume: bool = True
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` / ``FileNotFoundError`` for a config that cannot run."""
+        if not Path(self.dataset_path).exists():
+            raise FileNotFoundError(f"dataset not found: {self.dataset_path}")
+        positive = ("num_epochs", "batch_size", "eval_episodes", "eval_num_envs",
+                    "checkpoint_every_epochs")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "eval_every_epochs", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_train_steps is not None and self.max_train_steps < 1:
+            raise ValueError(f"max_train_steps must be >= 1, got {self.max_train_steps}")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {self.lr}, "
+                             f"{self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.val_ratio < 1:
+            raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available")
+    return device
+
+
+def default_policy_factory(shape_meta: dict, policy_config: dict):
+    from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
+
+    return ManiFlowPointcloudRLPolicy(shape_meta, **policy_config)
+
+
+def check_obs_shapes(expected: dict, actual: dict, what: str) -> None:
+    """Raise ValueError if ``actual`` (a shape_meta) lacks a key of ``expected`` or differs."""
+    for key, meta in expected["obs"].items():
+        got = actual.get("obs", {}).get(key)
+        if got is None or list(got["shape"]) != list(meta["shape"]):
+            raise ValueError(
+                f"shape mismatch for observation '{key}': dataset {list(meta['shape'])} vs "
+                f"{what} {None if got is None else list(got['shape'])}")
+    if "action" in actual and list(actual["action"]["shape"]) != list(expected["action"]["shape"]):
+        raise ValueError(f"action shape mismatch: dataset {expected['action']['shape']} vs "
+                         f"{what} {actual['action']['shape']}")
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+def _scalars(info: dict, prefix: str) -> dict[str, float]:
+    out = {}
+    for key, value in (info or {}).items():
+        try:
+            out[f"{prefix}/{key}"] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+class _Run:
+    """State of one pretraining run (built and validated before any training step)."""
+
+    def __init__(self, cfg: PretrainConfig, env_runner_factory, policy_factory):
+        cfg.validate()
+        if cfg.eval_every_epochs and cfg.task is None and env_runner_factory is None:
+            raise ValueError("eval_every_epochs > 0 needs a task (e.g. metaworld/button-press) "
+                             "or an env_runner_factory")
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.out = Path(cfg.output_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        if policy_factory is None:  # fail fast on a bad policy config, before loading data
+            from maniflow_rl.policy import ManiFlowPolicyConfig
+
+            ManiFlowPolicyConfig().replace(**cfg.policy_config)
+            policy_factory = default_policy_factory
+        seed_everything(cfg.seed)
+        buffer = ReplayBuffer.copy_from_path(cfg.dataset_path)
+        self.shape_meta = infer_shape_meta(buffer, cfg.key_map, cfg.obs_keys,
+                                           cfg.point_cloud_channels)
+        self.policy = policy_factory(self.shape_meta, dict(cfg.policy_config)).to(self.device)
+        p = self.policy
+        if p.n_action_steps > p.horizon - p.n_obs_steps + 1:
+            raise ValueError(f"n_action_steps={p.n_action_steps} > horizon - n_obs_steps + 1 = "
+                             f"{p.horizon - p.n_obs_steps + 1}")
+        check_obs_shapes(self.shape_meta, p.shape_meta, "policy shape_meta")
+        self.dataset = PointCloudSequenceDataset(
+            buffer, p.horizon, p.n_obs_steps, p.n_action_steps, key_map=cfg.key_map,
+            val_ratio=cfg.val_ratio, seed=cfg.seed, max_train_episodes=cfg.max_train_episodes,
+            obs_keys=cfg.obs_keys, point_cloud_channels=cfg.point_cloud_channels)
+        self.val_dataset = self.dataset.get_validation_dataset() if cfg.val_ratio > 0 else None
+
+        self.env_runner, self._owns_env = None, False
+        if cfg.eval_every_epochs:
+            self._owns_env = env_runner_factory is None
+            self.env_runner = (env_runner_factory() if env_runner_factory is not None else
+                               make_env_runner(cfg.task, cfg.eval_num_envs,
+                                               cfg.seed + EVAL_SEED_OFFSET, self.shape_meta,
+                                               **cfg.env_kwargs))
+            env_meta = getattr(self.env_runner, "shape_meta", None)
+            if env_meta is None:
+                env_meta = {"obs": {k: {"shape": list(np.shape(v)[1:])}
+                                    for k, v in self.env_runner.reset().items()}}
+            check_obs_shapes(self.shape_meta, env_meta, f"env of task {cfg.task}")
+
+        self.generator = torch.Generator()
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=cfg.batch_size, shuffle=True, generator=self.generator,
+            num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+        steps = cfg.num_epochs * len(self.loader)
+        self.total_steps = min(steps, cfg.max_train_steps or steps)
+
+        self.policy.normalizer.fit(self.dataset.get_normalizer_data())
+        self.ema = EMAModel(self.policy, power=cfg.ema_power, max_value=cfg.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr,
+                                           betas=tuple(cfg.betas),
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = cosine_with_warmup(self.optimizer, cfg.warmup_steps, self.total_steps,
+                                            cfg.min_lr_ratio)
+        self.epoch, self.global_step, self.resumed_from = 0, 0, None
+        self.history: list[dict[str, float]] = []
+        latest = self.ckpt_dir / "latest.pt"
+        if cfg.resume and latest.exists():
+            self._restore(latest)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "kind": "pretrain", "shape_meta": self.shape_meta,
+            "policy_config": self.policy.get_config(),
+            "policy_state_dict": self.policy.state_dict(),
+            "ema_state_dict": self.ema.averaged_model.state_dict(),
+            "ema_step": self.ema.optimization_step,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+            "rng": get_rng_state(), "train_config": self.cfg.to_dict(),
+            "dataset_path": str(self.cfg.dataset_path),
+        }
+
+    def _restore(self, path: Path) -> None:
+        payload = load_checkpoint_file(path, map_location=self.device, expected_kind="pretrain")
+        check_obs_shapes(self.shape_meta, payload["shape_meta"], f"checkpoint {path}")
+        if payload["policy_config"] != self.policy.get_config():
+            raise ValueError(f"checkpoint {path} was trained with a different policy config; "
+                             f"use another output_dir or resume=False")
+        saved_cfg = payload.get("train_config", {})
+        for name in ("num_epochs", "max_train_steps", "batch_size", "warmup_steps", "lr"):
+            if name in saved_cfg and saved_cfg[name] != getattr(self.cfg, name):
+                log.warning("resuming %s with %s=%s (the checkpoint used %s): the learning-rate "
+                            "schedule / data order will differ from an uninterrupted run",
+                            path, name, getattr(self.cfg, name), saved_cfg[name])
+        self.policy.load_state_dict(payload["policy_state_dict"])
+        self.ema.load_state_dict({"averaged_model": payload["ema_state_dict"],
+                                  "optimization_step": payload["ema_step"]})
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["lr_scheduler"])
+        self.epoch, self.global_step = int(payload["epoch"]), int(payload["global_step"])
+        self.history = list(payload.get("history", []))
+        set_rng_state(payload["rng"])
+        self.resumed_from = self.epoch
+        log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.global_step)
+
+    def save(self) -> Path:
+        payload = self._payload()
+        if self.cfg.keep_epoch_checkpoints:
+            save_checkpoint_atomic(payload, self.ckpt_dir / f"epoch_{self.epoch:04d}.pt")
+        return save_checkpoint_atomic(payload, self.ckpt_dir / "latest.pt")
+
+    # ------------------------------------------------------------------ loops
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.num_epochs or self.global_step >= self.total_steps
+
+    def train_epoch(self, logger: MetricLogger, bar) -> float:
+        self.policy.train()
+        self.generator.manual_seed(self.cfg.seed * 1_000_003 + self.epoch)  # data order
+        losses = []
+        for batch in self.loader:
+            batch = _to_device(batch, self.device)
+            loss, info = self.policy.compute_loss(batch, teacher=self.ema.averaged_model)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at step "
+                                         f"{self.global_step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.grad_clip_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.ema.step(self.policy)
+            self.global_step += 1
+            losses.append(loss.item())
+            lr = self.optimizer.param_groups[0]["lr"]
+            logger.log({"train/loss": losses[-1], "train/lr": lr, **_scalars(info, "train")},
+                       self.global_step)
+            bar.update(1)
+            bar.set_postfix(epoch=self.epoch, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+            if self.global_step >= self.total_steps:
+                break
+        return float(np.mean(losses)) if losses else math.nan
+
+    @torch.no_grad()
+    def val_loss(self) -> float | None:
+        if self.val_dataset is None or len(self.val_dataset) == 0:
+            return None
+        loader = torch.utils.data.DataLoader(self.val_dataset, batch_size=self.cfg.batch_size)
+        self.policy.eval()
+        losses, weights = [], []
+        with torch.random.fork_rng(devices=[]):  # fixed noise: comparable across epochs
+            torch.manual_seed(self.cfg.seed)
+            for batch in loader:
+                batch = _to_device(batch, self.device)
+                loss, _ = self.policy.compute_loss(batch, teacher=self.ema.averaged_model)
+                losses.append(loss.item())
+                weights.append(len(batch["action"]))
+        return float(np.average(losses, weights=weights))
+
+    def evaluate(self, progress: bool) -> dict[str, Any]:
+        cfg = self.cfg
+        video = self.out / "videos" / f"epoch_{self.epoch:04d}.mp4" if cfg.eval_video else None
+        result = evaluate_policy(self.ema.averaged_model, self.env_runner, cfg.eval_episodes,
+                                 seed=cfg.seed + EVAL_SEED_OFFSET, max_steps=cfg.eval_max_steps,
+                                 device=self.device, video_path=video, progress=progress)
+        path = self.out / "eval" / f"epoch_{self.epoch:04d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"epoch": self.epoch, "global_step": self.global_step,
+                                    **result}, indent=2))
+        return result
+
+    def close(self) -> None:
+        if self._owns_env and hasattr(self.env_runner, "close"):
+            self.env_runner.close()
+
+
+def run_pretraining(cfg: PretrainConfig, env_runner_factory: Callable[[], Any] | None = None,
+                    progress: bool = True,
+                    policy_factory: Callable[[dict, dict], Any] | None = None) -> dict[str, Any]:
+    """Train (or resume) a policy on ``cfg.dataset_path``; return a summary dict.
+
+    ``env_runner_factory()`` builds the evaluation env (default: :func:`make_env_runner` for
+    ``cfg.task``); ``policy_factory(shape_meta, policy_config)`` builds the policy (default:
+    ``ManiFlowPointcloudRLPolicy(shape_meta, **policy_config)``). Every configuration error is
+    raised before the first training step.
+    """
+    run = _Run(cfg, env_runner_factory, policy_factory)
+    run.out.mkdir(parents=True, exist_ok=True)
+    (run.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    logger = MetricLogger(run.out / "tb")
+    last_eval, checkpoint = None, None
+    bar = tqdm(total=run.total_steps, initial=run.global_step, desc="pretrain",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        while not run.done():
+            train_loss = run.train_epoch(logger, bar)
+            run.epoch += 1
+            record = {"epoch": run.epoch, "train_loss": train_loss}
+            val = run.val_loss()
+            if val is not None:
+                record["val_loss"] = val
+                logger.log({"val/loss": val}, run.global_step)
+            if cfg.eval_every_epochs and (run.epoch % cfg.eval_every_epochs == 0 or run.done()):
+                last_eval = run.evaluate(progress)
+                record["success_rate"] = last_eval["success_rate"]
+                logger.log({f"eval/{k}": last_eval[k] for k in
+                            ("success_rate", "ci_low", "ci_high", "mean_return", "mean_length")},
+                           run.global_step)
+            logger.log({"train/epoch_loss": train_loss}, run.global_step)
+            run.history.append(record)
+            log.info("epoch %d | step %d | %s", run.epoch, run.global_step,
+                     " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+            if run.epoch % cfg.checkpoint_every_epochs == 0 or run.done():
+                checkpoint = run.save()
+            logger.flush()
+    finally:
+        bar.close()
+        logger.close()
+        run.close()
+    if checkpoint is None and (run.ckpt_dir / "latest.pt").exists():
+        checkpoint = run.ckpt_dir / "latest.pt"
+    return {
+        "output_dir": str(run.out), "checkpoint": None if checkpoint is None else str(checkpoint),
+        "epochs": run.epoch, "global_step": run.global_step, "resumed_from_epoch": run.resumed_from,
+        "train_loss": run.history[-1]["train_loss"] if run.history else None,
+        "val_loss": run.history[-1].get("val_loss") if run.history else None,
+        "history": run.history, "shape_meta": run.shape_meta,
+        "eval": None if last_eval is None else {k: v for k, v in last_eval.items()
+                                                if k != "episodes"},
+    }
