@@ -4,6 +4,7 @@ from maniflow_rl.data.dataset import (
     DEFAULT_KEY_MAP,
     PointCloudSequenceDataset,
     infer_shape_meta,
+    load_replay_buffer,
 )
 from maniflow_rl.data.replay_buffer import ReplayBuffer, ReplayBufferError
 from maniflow_rl.data.sequence_sampler import (
@@ -23,4 +24,5 @@ __all__ = [
     "downsample_mask",
     "get_val_mask",
     "infer_shape_meta",
+    "load_replay_buffer",
 ]

@@ -75,6 +75,16 @@ def resolve_key_map(replay_buffer: ReplayBuffer, key_map: Mapping[str, str] | No
     return resolved
 
 
+def load_replay_buffer(zarr_path: str | os.PathLike, key_map: Mapping[str, str] | None = None,
+                       obs_keys: list[str] | None = None) -> ReplayBuffer:
+    """Read into memory only the arrays a dataset uses (its observation keys and ``action``)."""
+    lazy = ReplayBuffer.open_zarr(zarr_path)
+    if ACTION_KEY not in lazy:
+        raise ReplayBufferError(f"{zarr_path}: no '{ACTION_KEY}' array (keys: {lazy.keys()})")
+    keys = list(resolve_key_map(lazy, key_map, obs_keys)) + [ACTION_KEY]
+    return ReplayBuffer.copy_from_path(zarr_path, keys=keys)
+
+
 class PointCloudSequenceDataset(torch.utils.data.Dataset):
     """Windows of ``horizon`` frames; item = ``{'obs': {key: [To, *shape]}, 'action': [H, Da]}``.
 
@@ -97,7 +107,7 @@ class PointCloudSequenceDataset(torch.utils.data.Dataset):
         if isinstance(zarr_path, ReplayBuffer):
             self.replay_buffer = zarr_path
         else:
-            self.replay_buffer = ReplayBuffer.copy_from_path(zarr_path)
+            self.replay_buffer = load_replay_buffer(zarr_path, key_map, obs_keys)
         self.zarr_path = None if isinstance(zarr_path, ReplayBuffer) else str(zarr_path)
         self.key_map = resolve_key_map(self.replay_buffer, key_map, obs_keys)
         self.shape_meta = infer_shape_meta(self.replay_buffer, self.key_map, None,

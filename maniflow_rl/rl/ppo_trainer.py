@@ -27,7 +27,11 @@ from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculat
 from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
 from maniflow_rl.rl.ppo_update import ppo_update
 from maniflow_rl.rl.rollout_collector import CollectorConfig, ManiFlowRolloutCollector
-from maniflow_rl.utils.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+from maniflow_rl.utils.checkpoint import (
+    load_checkpoint_file,
+    load_policy_weights,
+    save_checkpoint_atomic,
+)
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
 
@@ -272,11 +276,9 @@ class ManiFlowPPOTrainer:
         payload = load_checkpoint_file(path, map_location=self.device,
                                        expected_kind=("ppo", "pretrain"))
         _check_shape_meta(payload.get("shape_meta"), self.policy.shape_meta, path)
+        load_policy_weights(self.policy, payload)
         if payload["kind"] == "pretrain":
-            state = payload.get("ema_state_dict") or payload["policy_state_dict"]
-            self.policy.load_state_dict(state)
             return payload
-        self.policy.load_state_dict(payload["policy_state_dict"])
         if resume:
             self.optimizer.load_state_dict(payload["optimizer"])
             for group in self.optimizer.param_groups:

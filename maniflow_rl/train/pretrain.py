@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maniflow_rl.data.dataset import PointCloudSequenceDataset, infer_shape_meta
-from maniflow_rl.data.replay_buffer import ReplayBuffer
+from maniflow_rl.data.dataset import (PointCloudSequenceDataset, infer_shape_meta,
+                                      load_replay_buffer)
 from maniflow_rl.evaluation.evaluate import evaluate_policy, make_env_runner
 from maniflow_rl.train.ema import EMAModel
 from maniflow_rl.train.lr_schedule import cosine_with_warmup
@@ -171,7 +171,7 @@ class _Run:
             ManiFlowPolicyConfig().replace(**cfg.policy_config)
             policy_factory = default_policy_factory
         seed_everything(cfg.seed)
-        buffer = ReplayBuffer.copy_from_path(cfg.dataset_path)
+        buffer = load_replay_buffer(cfg.dataset_path, cfg.key_map, cfg.obs_keys)
         self.shape_meta = infer_shape_meta(buffer, cfg.key_map, cfg.obs_keys,
                                            cfg.point_cloud_channels)
         self.policy = policy_factory(self.shape_meta, dict(cfg.policy_config)).to(self.device)

@@ -74,3 +74,26 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu",
                 f"{path} is a '{payload.get('kind')}' checkpoint, expected one of {kinds}"
             )
     return payload
+
+
+# parameters a fine-tuning policy may have that an imitation checkpoint lacks (created fresh)
+FRESH_PARAMETER_PREFIXES = ("noise_head", "value_head", "critic")
+
+
+def load_policy_weights(policy, payload: dict[str, Any], use_ema: bool = True) -> list[str]:
+    """Load a checkpoint's weights into ``policy``; return the names left at initialisation.
+
+    Pretraining checkpoints give their EMA weights when ``use_ema``. Parameters that only exist
+    for fine-tuning (the flow_noise head, the value head / critic encoder) may be missing and keep
+    their initialisation; any other mismatch raises :class:`CheckpointError`.
+    """
+    state = payload.get("ema_state_dict") if use_ema and payload.get("kind") == "pretrain" else None
+    state = state if state is not None else payload.get("policy_state_dict")
+    if state is None:
+        raise CheckpointError("checkpoint has no policy weights ('policy_state_dict')")
+    result = policy.load_state_dict(state, strict=False)
+    bad_missing = [k for k in result.missing_keys if not k.startswith(FRESH_PARAMETER_PREFIXES)]
+    if bad_missing or result.unexpected_keys:
+        raise CheckpointError(f"checkpoint weights do not fit the policy: missing {bad_missing}, "
+                              f"unexpected {list(result.unexpected_keys)}")
+    return list(result.missing_keys)

@@ -133,3 +133,12 @@ def test_dataset_errors(tmp_path):
         PointCloudSequenceDataset(buffer, 8, 2, 4, obs_keys=["depth"])
     with pytest.raises(ValueError, match="not found"):
         PointCloudSequenceDataset(tmp_path / "nothing.zarr", 8, 2, 4)
+
+
+def test_dataset_from_path_loads_only_used_arrays(tmp_path):
+    buffer = _dataset_buffer(lengths=(9, 9))
+    buffer.add_episode({**buffer.get_episode(0, copy=True)})
+    path = buffer.save_to_path(tmp_path / "d.zarr")
+    ds = PointCloudSequenceDataset(path, 8, 2, 4, obs_keys=["agent_pos"])
+    assert sorted(ds.replay_buffer.keys()) == ["action", "state"]
+    assert ds.replay_buffer.n_episodes == 3

@@ -119,11 +119,13 @@ def camera_env():
 
 
 def test_camera_cloud_lies_on_scene_surfaces(camera_env):
-    """Ray-cast every pixel of the cropped camera cloud with mj_multiRay: the rendered depth must
-    match the distance to the first surface hit. The 24-bit depth buffer with MuJoCo's
-    near = 0.023 m resolves ~3e-6 m at 1 m, so any error beyond a millimetre would be a wrong
-    intrinsic / extrinsic; only pixels on silhouette edges (ray hits the other surface) and on
-    sites (drawn but not ray-castable) may differ, hence the 90th percentile."""
+    """Ray-cast (mj_ray) from the camera through every point of the cropped camera cloud: the
+    rendered depth must equal the distance to the first surface hit. MuJoCo's 24-bit depth
+    buffer with near = 0.023 m resolves ~3e-6 m at 1 m and cylinders are drawn as polygons
+    (~0.2 mm off the true surface), so a correct intrinsic/extrinsic model gives sub-millimetre
+    errors; only silhouette-edge pixels (the ray passes the edge and hits the surface behind)
+    and sites (drawn but not ray-castable) may differ, a few per cent, hence the percentile.
+    (mj_multiRay is not used: in mujoco 3.3 it misses cylinder geoms that mj_ray hits.)"""
     env = camera_env
     m, d, cam = env.model, env.data, env.camera_id
     pts = crop_to_workspace(env.camera_points(), env.workspace_bounds).astype(np.float64)
@@ -132,13 +134,13 @@ def test_camera_cloud_lies_on_scene_surfaces(camera_env):
     vec = pts - origin
     dist_rendered = np.linalg.norm(vec, axis=1)
     vec /= dist_rendered[:, None]
-    geomid = np.zeros(len(pts), np.int32)
-    dist_ray = np.zeros(len(pts))
-    group = np.array([1, 1, 1, 0, 0, 0], np.uint8)
-    mujoco.mj_multiRay(m, d, origin, vec.reshape(-1), group, 1, -1, geomid, dist_ray, len(pts), -1)
+    group = np.array([1, 1, 1, 0, 0, 0], np.uint8)  # the groups the renderer draws
+    hit = np.zeros(1, np.int32)
+    dist_ray = np.array([mujoco.mj_ray(m, d, origin, v, group, 1, -1, hit) for v in vec])
     err = np.abs(dist_ray - dist_rendered)
-    assert np.percentile(err, 90) < 2e-3, np.percentile(err, [50, 90, 99])
-    assert np.median(err) < 5e-4
+    assert np.percentile(err, 90) < 1e-3, np.percentile(err, [50, 90, 99])
+    assert np.median(err) < 1e-4
+    assert np.mean(err > 5e-3) < 0.06  # edge pixels only
 
 
 def test_geometry_cloud_matches_camera_cloud(camera_env):
@@ -162,11 +164,17 @@ def test_geometry_source_moves_with_bodies():
     from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv
 
     env = MetaWorldPointCloudEnv("reach", point_cloud_source="geometry", num_points=256)
-    obs, _ = env.reset(seed=0)
-    first = obs["point_cloud"]
+    first, _ = env.reset(seed=0)
     for _ in range(15):
-        obs, *_ = env.step(np.array([0.0, 0.0, 1.0, 0.0]))  # lift the hand
+        obs, *_ = env.step(np.array([0.3, 0.0, 1.0, 0.0]))  # move the hand up and sideways
     assert obs["point_cloud"].shape == (256, 3) and obs["point_cloud"].dtype == np.float32
     lo, hi = env.workspace_bounds
     assert np.all(obs["point_cloud"] >= lo - 1e-6) and np.all(obs["point_cloud"] <= hi + 1e-6)
-    assert obs["point_cloud"][:, 2].max() > first[:, 2].max() + 0.03  # the arm went up
+    hand0, hand1 = first["agent_pos"][:3], obs["agent_pos"][:3]
+    assert np.linalg.norm(hand1 - hand0) > 0.05
+
+    def gap(cloud, p):
+        return np.linalg.norm(cloud - p, axis=1).min()
+
+    assert gap(first["point_cloud"], hand0) < 0.07 and gap(obs["point_cloud"], hand1) < 0.07
+    assert gap(obs["point_cloud"], hand0) > gap(obs["point_cloud"], hand1)

@@ -1,0 +1,113 @@
+"""PPO fine-tuning of a pretrained (or partly fine-tuned) checkpoint in MetaWorld.
+
+``build_finetune_trainer`` rebuilds the policy stored in the checkpoint (with fine-tune-time
+overrides such as the noise method or level), starts the training and evaluation env runners,
+and returns a ``ManiFlowPPOTrainer`` that resumes from ``<out>/latest.pt`` when it exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from maniflow_rl.cli.config import FinetuneConfig
+from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
+from maniflow_rl.rl.factory import resolve_device
+from maniflow_rl.utils.checkpoint import load_checkpoint_file, load_policy_weights
+
+log = logging.getLogger("maniflow_rl")
+
+# policy-config keys that may change between pretraining and fine-tuning: they only change how
+# the denoising chain is sampled, not the weights' shapes (the flow_noise head is created fresh).
+FINETUNE_POLICY_KEYS = ("noise_method", "noise_level", "noise_anneal", "noise_params",
+                        "sigma_min", "sigma_max", "num_inference_steps")
+
+
+def policy_from_checkpoint(payload: dict[str, Any], overrides: dict[str, Any] | None = None,
+                           use_ema: bool = True):
+    """Rebuild the checkpoint's policy with sampling overrides; load its (EMA) weights.
+
+    Parameters absent from the checkpoint (a fresh flow_noise head or value head) keep their
+    initialisation; any other mismatch is an error.
+    """
+    from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
+
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(FINETUNE_POLICY_KEYS))
+    if unknown:
+        raise ValueError(f"policy overrides {unknown} cannot change at fine-tune time; allowed: "
+                         f"{list(FINETUNE_POLICY_KEYS)}")
+    config = {**payload["policy_config"], **overrides}
+    policy = ManiFlowPointcloudRLPolicy.from_config(payload["shape_meta"], config)
+    fresh = load_policy_weights(policy, payload, use_ema=use_ema)
+    if fresh:
+        log.info("fresh (untrained) parameters: %s", sorted({k.split('.')[0] for k in fresh}))
+    return policy
+
+
+def make_metaworld_eval_fn(cfg: FinetuneConfig, video_dir: Path | None = None):
+    """Deterministic evaluation with fixed seeds on ``cfg.eval.num_envs`` envs."""
+    from maniflow_rl.evaluation.evaluate import evaluate_policy
+
+    def eval_fn(policy, runner, num_episodes):
+        return evaluate_policy(policy, runner, num_episodes, seed=cfg.eval.seed, progress=False)
+
+    return eval_fn
+
+
+def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
+                           num_workers: int | None = None) -> ManiFlowPPOTrainer:
+    """Everything validated before any env process starts."""
+    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+
+    out_dir = Path(out_dir)
+    ppo = dataclasses.replace(cfg.ppo, save_path=str(out_dir),
+                              device=str(resolve_device(cfg.ppo.device))).validate()
+    cfg.advantage.validate()
+    payload = load_checkpoint_file(checkpoint, expected_kind=("pretrain", "ppo"))
+    policy = policy_from_checkpoint(payload, cfg.policy)
+    env_kwargs = cfg.env.env_kwargs()
+    runner = MetaWorldEnvRunner(cfg.env.task, num_envs=ppo.num_envs, seed=ppo.seed,
+                                num_workers=cfg.env.num_workers if num_workers is None
+                                else num_workers,
+                                group_size=cfg.advantage.group_size, **env_kwargs)
+    try:
+        _check_env_matches_policy(runner.shape_meta, policy.shape_meta, cfg.env.task)
+        eval_runner = MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs,
+                                         seed=cfg.eval.seed, num_workers=0, **env_kwargs) \
+            if ppo.eval_episodes > 0 else None
+    except BaseException:
+        runner.close()
+        raise
+    trainer = ManiFlowPPOTrainer(policy, runner, ppo, cfg.advantage,
+                                 eval_env_runner=eval_runner, eval_fn=make_metaworld_eval_fn(cfg))
+    latest = out_dir / "latest.pt"
+    if latest.is_file():
+        log.info("resuming fine-tuning from %s", latest)
+        trainer.load_checkpoint(latest)
+    elif payload["kind"] == "ppo":
+        trainer.load_checkpoint(checkpoint)
+    return trainer
+
+
+def close_trainer_envs(trainer: ManiFlowPPOTrainer) -> None:
+    for runner in (trainer.env_runner, trainer.eval_env_runner):
+        if runner is not None and hasattr(runner, "close"):
+            runner.close()
+    trainer.close()
+
+
+def _check_env_matches_policy(env_meta: dict, policy_meta: dict, task: str) -> None:
+    for key, spec in policy_meta["obs"].items():
+        if key not in env_meta["obs"]:
+            raise ValueError(f"the policy reads observation '{key}', which {task} does not "
+                             f"provide (env keys: {sorted(env_meta['obs'])})")
+        if list(env_meta["obs"][key]["shape"]) != list(spec["shape"]):
+            raise ValueError(f"observation '{key}': env {task} gives shape "
+                             f"{env_meta['obs'][key]['shape']}, the policy expects {spec['shape']}"
+                             f" (set env.num_points / env options to match the pretraining data)")
+    if list(env_meta["action"]["shape"]) != list(policy_meta["action"]["shape"]):
+        raise ValueError(f"action shape mismatch: env {env_meta['action']['shape']} vs policy "
+                         f"{policy_meta['action']['shape']}")

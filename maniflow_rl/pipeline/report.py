@@ -1,0 +1,127 @@
+"""The run report: ``report.json``, ``report.md`` and ``learning_curve.png``.
+
+Success before and after RL come from the same evaluation protocol (same seeds, same episode
+count, deterministic sampling), each with a 95 % Wilson confidence interval.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_history(metrics_path: Path) -> list[dict[str, float]]:
+    if not metrics_path.is_file():
+        return []
+    return [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+
+
+def plot_learning_curve(history: list[dict[str, float]], baseline: float | None,
+                        path: Path) -> Path | None:
+    """Success rate (evaluation and training rollouts) and return vs env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return None
+    fig, (ax_success, ax_return) = plt.subplots(1, 2, figsize=(11, 4))
+
+    def series(key):
+        pts = [(h["global_step"], h[key]) for h in history if key in h]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    steps, values = series("rollout/success_rate")
+    if steps:
+        ax_success.plot(steps, values, alpha=0.6, label="training rollouts (stochastic)")
+    steps, values = series("eval/success_rate")
+    if steps:
+        ax_success.plot(steps, values, "o-", label="evaluation (deterministic)")
+    if baseline is not None:
+        ax_success.axhline(baseline, color="k", ls="--", label=f"imitation baseline ({baseline:.0%})")
+    ax_success.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02),
+                   title="Success rate")
+    ax_success.legend(loc="lower right", fontsize=8)
+    steps, values = series("rollout/return_mean")
+    ax_return.plot(steps, values)
+    ax_return.set(xlabel="env steps", ylabel="episode return", title="Training return")
+    for ax in (ax_success, ax_return):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt_eval(result: dict[str, Any]) -> str:
+    return (f"{result['success_rate']:.1%} [{result['ci_low']:.1%}, {result['ci_high']:.1%}] "
+            f"({result['num_successes']}/{result['num_episodes']})")
+
+
+def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[str, Any],
+                 command: str, machine: str) -> dict[str, Any]:
+    before = json.loads((run_dir / "eval_pretrain.json").read_text())
+    after = json.loads((run_dir / "eval_finetune.json").read_text())
+    history = load_history(run_dir / "finetune" / "metrics.jsonl")
+    curve = plot_learning_curve(history, before["success_rate"], run_dir / "learning_curve.png")
+    eval_points = [h["eval/success_rate"] for h in history if "eval/success_rate" in h]
+    stage_rows = {name: {"wall_s": rec.get("wall_s", 0.0), "env_steps": rec.get("env_steps", 0)}
+                  for name, rec in stages.items() if name != "report"}
+    report = {
+        "task": config["env"]["task"],
+        "demos": config["demos"]["episodes"],
+        "eval_episodes": before["num_episodes"],
+        "eval_seed": config["eval"]["seed"],
+        "success_before": before["success_rate"],
+        "success_before_ci": [before["ci_low"], before["ci_high"]],
+        "success_after": after["success_rate"],
+        "success_after_ci": [after["ci_low"], after["ci_high"]],
+        "success_gain": after["success_rate"] - before["success_rate"],
+        "min_eval_success_during_rl": min(eval_points) if eval_points else None,
+        "finetune_env_steps": stages.get("finetune", {}).get("env_steps", 0),
+        "total_wall_s": sum(r["wall_s"] for r in stage_rows.values()),
+        "stages": stage_rows,
+        "machine": machine,
+        "command": command,
+        "learning_curve": curve.name if curve else None,
+        "video": Path(after["video_path"]).relative_to(run_dir.resolve()).as_posix()
+        if after.get("video_path") and Path(after["video_path"]).resolve().is_relative_to(
+            run_dir.resolve()) else after.get("video_path"),
+        "config": config,
+    }
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (run_dir / "report.md").write_text(_markdown(report, before, after))
+    return report
+
+
+def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> str:
+    lines = [
+        f"# maniflow-rl run report: {report['task']}",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}",
+        "",
+        "| | success rate [95 % CI] | mean episode length |",
+        "|---|---|---|",
+        f"| imitation (consistency flow, {report['demos']} demos) | {_fmt_eval(before)} | "
+        f"{before['mean_length']:.1f} |",
+        f"| after PPO fine-tuning | {_fmt_eval(after)} | {after['mean_length']:.1f} |",
+        "",
+        f"Gain: **{report['success_gain'] * 100:+.1f} points** on {report['eval_episodes']} "
+        f"evaluation episodes (seeds from {report['eval_seed']}, deterministic sampling, "
+        "the same episodes before and after).",
+    ]
+    if report["min_eval_success_during_rl"] is not None:
+        lines.append(f"Lowest evaluated success during RL: "
+                     f"{report['min_eval_success_during_rl']:.1%}.")
+    lines += ["", "| stage | wall-clock | env steps |", "|---|---|---|"]
+    for name, row in report["stages"].items():
+        lines.append(f"| {name} | {row['wall_s'] / 60:.1f} min | {row['env_steps']:,} |")
+    lines.append(f"| **total** | {report['total_wall_s'] / 60:.1f} min | |")
+    if report["learning_curve"]:
+        lines += ["", f"![learning curve]({report['learning_curve']})"]
+    if report["video"]:
+        lines += ["", f"Video of the fine-tuned policy: [{report['video']}]({report['video']})"]
+    return "\n".join(lines) + "\n"

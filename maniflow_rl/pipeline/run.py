@@ -1,0 +1,265 @@
+"""``maniflow-rl run``: scripted demos -> consistency-flow pretraining -> evaluation ->
+PPO fine-tuning -> evaluation -> report, in one resumable run directory.
+
+Run directory::
+
+    config.yaml  command.txt  stages.json        the config used, the command, stage records
+    demos.zarr/                                  scripted-expert demonstrations (DP3 layout)
+    pretrain/checkpoints/latest.pt  pretrain/tb/ imitation training (resumes mid-stage)
+    eval_pretrain.json                           imitation baseline (fixed eval seeds)
+    finetune/latest.pt  finetune/metrics.jsonl   PPO (resumes mid-stage)  finetune/tb/
+    eval_finetune.json  videos/                  fine-tuned policy (same seeds, same count)
+    report.md  report.json  learning_curve.png   the run report
+
+A stage whose record in ``stages.json`` says ``done`` is skipped when the command is re-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from maniflow_rl.cli.config import EnvConfig, EvalConfig, FinetuneConfig, config_to_yaml
+from maniflow_rl.rl.advantages import AdvantageConfig
+from maniflow_rl.rl.ppo_config import PPOConfig
+
+log = logging.getLogger("maniflow_rl")
+
+STAGES = ("demos", "pretrain", "eval_pretrain", "finetune", "eval_finetune", "report")
+
+
+@dataclass
+class DemosStageConfig:
+    episodes: int = 10
+    seed: int = 0
+
+
+@dataclass
+class PretrainStageConfig:
+    """The subset of ``PretrainConfig`` a run sets; paths and task come from the run."""
+
+    num_epochs: int = 300
+    batch_size: int = 128
+    lr: float = 1e-4
+    warmup_steps: int = 200
+    checkpoint_every_epochs: int = 25
+    max_train_steps: int | None = None
+    ema_decay: float = 0.9999
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    run_dir: str | None = None  # default: runs/<task name>
+    env: EnvConfig = field(default_factory=EnvConfig)
+    demos: DemosStageConfig = field(default_factory=DemosStageConfig)
+    policy: dict = field(default_factory=dict)  # ManiFlowPolicyConfig fields for pretraining
+    pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
+    finetune_policy: dict = field(default_factory=dict)  # sampling overrides for PPO
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        return Path("runs") / self.env.task.split("/")[-1]
+
+    def finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(env=self.env, ppo=self.ppo, advantage=self.advantage,
+                              policy=dict(self.finetune_policy), eval=self.eval)
+
+    def validate(self) -> "RunConfig":
+        from maniflow_rl.envs.metaworld.tasks import resolve_task
+        from maniflow_rl.policy import ManiFlowPolicyConfig
+
+        resolve_task(self.env.task)
+        ManiFlowPolicyConfig(**self.policy).validate()
+        ManiFlowPolicyConfig(**{**self.policy, **self.finetune_policy}).validate()
+        self.ppo.validate()
+        self.advantage.validate()
+        if self.demos.episodes < 1 or self.eval.episodes < 1:
+            raise ValueError("demos.episodes and eval.episodes must be >= 1")
+        return self
+
+
+class StageRecords:
+    """``stages.json``: one record per finished stage (wall-clock, env steps, outputs)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: dict[str, dict[str, Any]] = (
+            json.loads(path.read_text()) if path.is_file() else {})
+
+    def done(self, stage: str) -> bool:
+        return bool(self.records.get(stage, {}).get("done"))
+
+    def finish(self, stage: str, wall_s: float, **info: Any) -> None:
+        previous = self.records.get(stage, {}).get("wall_s", 0.0)
+        self.records[stage] = {"done": True, "wall_s": previous + wall_s, **info}
+        self._write()
+
+    def add_partial_time(self, stage: str, wall_s: float) -> None:
+        record = self.records.setdefault(stage, {"done": False})
+        record["wall_s"] = record.get("wall_s", 0.0) + wall_s
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.records, indent=2))
+        tmp.replace(self.path)
+
+
+def run_pipeline(cfg: RunConfig, command: str = "", progress: bool = True,
+                 stop_after: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage; return the report dict."""
+    cfg.validate()
+    run_dir = cfg.resolved_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    if command:
+        (run_dir / "command.txt").write_text(command + "\n")
+    records = StageRecords(run_dir / "stages.json")
+    stage_fns: dict[str, Callable[[], dict[str, Any]]] = {
+        "demos": lambda: _stage_demos(cfg, run_dir, progress),
+        "pretrain": lambda: _stage_pretrain(cfg, run_dir, progress),
+        "eval_pretrain": lambda: _stage_eval(cfg, run_dir, "pretrain", progress),
+        "finetune": lambda: _stage_finetune(cfg, run_dir, progress),
+        "eval_finetune": lambda: _stage_eval(cfg, run_dir, "finetune", progress),
+        "report": lambda: _stage_report(cfg, run_dir, records, command),
+    }
+    for stage in STAGES:
+        if stage != "report" and records.done(stage):
+            log.info("stage %-13s already done, reusing %s", stage, run_dir)
+        else:
+            log.info("stage %-13s starting", stage)
+            start = time.time()
+            try:
+                info = stage_fns[stage]()
+            except BaseException:
+                records.add_partial_time(stage, time.time() - start)
+                raise
+            records.finish(stage, time.time() - start, **info)
+        if stage == stop_after:
+            break
+    report_path = run_dir / "report.json"
+    return json.loads(report_path.read_text()) if report_path.is_file() else records.records
+
+
+# ---------------------------------------------------------------------------------- stages
+def _stage_demos(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
+    from maniflow_rl.data.demos import generate_demos
+
+    env_kwargs = {k: v for k, v in cfg.env.env_kwargs().items() if k != "max_episode_steps"}
+    summary = generate_demos(cfg.env.task, cfg.demos.episodes, run_dir / "demos.zarr",
+                             seed=cfg.demos.seed, max_episode_steps=cfg.env.max_episode_steps,
+                             env_kwargs=env_kwargs, progress=progress)
+    return {"env_steps": int(summary.get("total_env_steps", summary.get("steps", 0))),
+            "summary": _jsonable(summary)}
+
+
+def _stage_pretrain(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
+    from maniflow_rl.train.pretrain import PretrainConfig, run_pretraining
+
+    stage = cfg.pretrain
+    pcfg = PretrainConfig(dataset_path=str(run_dir / "demos.zarr"),
+                          output_dir=str(run_dir / "pretrain"), task=cfg.env.task,
+                          num_epochs=stage.num_epochs, batch_size=stage.batch_size, lr=stage.lr,
+                          warmup_steps=stage.warmup_steps,
+                          checkpoint_every_epochs=stage.checkpoint_every_epochs,
+                          max_train_steps=stage.max_train_steps, ema_decay=stage.ema_decay,
+                          seed=stage.seed, device=cfg.ppo.device, policy_config=dict(cfg.policy),
+                          env_kwargs=cfg.env.env_kwargs(), eval_every_epochs=0)
+    summary = run_pretraining(pcfg, progress=progress)
+    return {"env_steps": 0, "summary": _jsonable(summary)}
+
+
+def pretrain_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "pretrain" / "checkpoints" / "latest.pt"
+
+
+def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> dict[str, Any]:
+    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+    from maniflow_rl.evaluation.evaluate import evaluate_policy
+    from maniflow_rl.pipeline.finetune import policy_from_checkpoint
+    from maniflow_rl.utils.checkpoint import load_checkpoint_file
+
+    checkpoint = pretrain_checkpoint(run_dir) if which == "pretrain" else \
+        run_dir / "finetune" / "latest.pt"
+    payload = load_checkpoint_file(checkpoint, expected_kind=("pretrain", "ppo"))
+    policy = policy_from_checkpoint(payload, cfg.finetune_policy if which == "finetune" else {})
+    video = run_dir / "videos" / f"{which}.mp4" if cfg.eval.video_episodes > 0 else None
+    with MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
+                            num_workers=cfg.env.num_workers, **cfg.env.env_kwargs()) as runner:
+        result = evaluate_policy(policy, runner, cfg.eval.episodes, seed=cfg.eval.seed,
+                                 video_path=video, num_video_episodes=cfg.eval.video_episodes,
+                                 progress=progress)
+    result = _jsonable(result)
+    (run_dir / f"eval_{which}.json").write_text(json.dumps(result, indent=2))
+    return {"env_steps": int(result["num_env_steps"]), "success_rate": result["success_rate"]}
+
+
+def _stage_finetune(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
+    from maniflow_rl.pipeline.finetune import build_finetune_trainer, close_trainer_envs
+
+    trainer = build_finetune_trainer(cfg.finetune_config(), pretrain_checkpoint(run_dir),
+                                     run_dir / "finetune")
+    baseline = json.loads((run_dir / "eval_pretrain.json").read_text())
+    try:
+        if trainer.iteration == 0 and cfg.ppo.eval_episodes > 0:
+            trainer.history.append({"iteration": 0, "global_step": 0,
+                                    "eval/success_rate": baseline["success_rate"]})
+        trainer.train(progress=progress)
+        if trainer.iteration % cfg.ppo.save_interval != 0:
+            trainer.save_checkpoint()
+    finally:
+        close_trainer_envs(trainer)
+    return {"env_steps": int(trainer.global_step), "iterations": int(trainer.iteration)}
+
+
+def _stage_report(cfg: RunConfig, run_dir: Path, records: StageRecords,
+                  command: str) -> dict[str, Any]:
+    from maniflow_rl.pipeline.report import write_report
+
+    report = write_report(run_dir, records.records, config=dataclasses.asdict(cfg),
+                          command=command, machine=machine_description())
+    return {"env_steps": 0, "success_gain": report["success_gain"]}
+
+
+def machine_description() -> str:
+    import os
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.machine()} {os.cpu_count()} cores, {_memory_gb():.0f} GB RAM, {gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def _memory_gb() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) / 1024**2
+    except OSError:
+        return float("nan")
+
+
+def _jsonable(value: Any) -> Any:
+    """Numbers / strings / lists / dicts only (numpy scalars become Python numbers)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
