@@ -184,7 +184,8 @@ class ReplayBuffer:
 
     def get_episode(self, i: int, copy: bool = False) -> dict[str, np.ndarray]:
         sl = self.episode_slice(i)
-        return {k: (np.array(self[k][sl]) if copy else np.asarray(self[k][sl])) for k in self.keys()}
+        as_array = np.array if copy else np.asarray
+        return {k: as_array(self[k][sl]) for k in self.keys()}
 
     # ------------------------------------------------------------------ writing
     def add_episode(self, episode: Mapping[str, np.ndarray]) -> None:

@@ -38,7 +38,8 @@ def _policy_device(policy: torch.nn.Module) -> torch.device:
 
 
 class _FrameRecorder:
-    """Collects frames of env 0 (``env_runner.render_rgb()``, else its ``image`` obs)."""
+    """Collects frames of env 0: ``env_runner.render_rgb()``, else its ``image`` obs, plus (or,
+    without any RGB source, only) a point-cloud panel."""
 
     def __init__(self, env_runner, point_cloud_panel: bool):
         self.env_runner = env_runner
@@ -55,7 +56,8 @@ class _FrameRecorder:
             parts.append(rgb[0] if rgb.ndim == 4 else rgb)
         elif "image" in obs:
             parts.append(obs["image"][0])
-        if self.panel is not None and "point_cloud" in obs:
+        if "point_cloud" in obs and (self.panel is not None or not parts):
+            self.panel = self.panel or PointCloudPanel()  # the cloud alone if there is no RGB
             parts.append(self.panel(obs["point_cloud"][0]))
         if not parts:
             log.warning("video requested but the env runner has no render_rgb() and no "
@@ -77,8 +79,9 @@ def evaluate_policy(policy, env_runner, num_episodes: int, seed: int | None = 0,
     ``env_runner.seed`` when the runner has it; ``seed`` also seeds the policy's initial noise
     (inside ``torch.random.fork_rng``: the caller's RNG streams are left untouched).
     ``max_steps`` caps an episode's length (default: the runner's ``max_episode_steps``, else
-    1000); an episode cut by the cap counts as a failure and the env's remaining steps of it
-    are ignored. Returns ``success_rate, ci_low, ci_high`` (95 % Wilson), ``num_successes,
+    1000); an episode cut by the cap ends there (``truncated``; a success only if it already
+    succeeded) and the env's remaining steps of it are ignored. An episode succeeds if any of
+    its steps reports ``success``. Returns ``success_rate, ci_low, ci_high`` (95 % Wilson), ``num_successes,
     mean_return, mean_length, num_episodes, num_env_steps, wall_time_s, video_path, episodes``.
     """
     num_envs = int(env_runner.num_envs)
@@ -182,7 +185,7 @@ def _run_episodes(policy, env_runner, num_episodes, max_steps, device, recorder,
                     f"evaluation did not finish within {step_cap} env steps: the env runner "
                     f"does not end episodes (no time limit?) ; got {len(records)} of "
                     f"{num_episodes} episodes")
-            if (out.dones & (counted < quotas)).any():
+            if (out.dones & (counted < quotas)).any() or (counted >= quotas).all():
                 break  # re-plan: the new episode must not run the old episode's chunk
     bar.close()
     records.sort(key=lambda r: (r["env"], r["episode"]))

@@ -1,4 +1,4 @@
-"""Cosine learning-rate schedule with linear warm-up (diffusers' ``get_cosine_schedule_with_warmup``).
+"""Cosine learning-rate schedule with linear warm-up (as diffusers' cosine schedule).
 
 Multiplier of the base learning rate at optimizer step ``s`` (W = warm-up steps, T = total)::
 

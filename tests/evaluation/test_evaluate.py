@@ -186,3 +186,9 @@ def test_save_video_gif_and_point_cloud_panel(tmp_path):
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
     path = save_video([image, np.zeros((3, 64, 64), np.float32)], tmp_path / "v.gif", fps=5)
     assert path.suffix == ".gif" and path.exists()
+
+
+def test_single_env_runs_no_extra_steps():
+    env = ScriptedEnvRunner(num_envs=1)
+    result = evaluate_policy(FakePolicy(n_action_steps=4), env, 5, seed=1, progress=False)
+    assert result["num_env_steps"] == sum(r["length"] for r in result["episodes"])

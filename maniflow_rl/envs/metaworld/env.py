@@ -327,7 +327,10 @@ class MetaWorldPointCloudEnv(gym.Env):
             try:
                 renderer = mj.Renderer(self.model, height=height, width=width)
             except Exception as exc:  # GL libraries missing / no device: say how to fix it
-                raise RenderingUnavailableError(GL_HELP.format(error=f"{type(exc).__name__}: {exc}")) from exc
+                backend = getattr(getattr(mj, "gl_context", None), "GLContext", None)
+                detail = (f"{type(exc).__name__}: {exc}; MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}, "
+                          f"mujoco loaded the {getattr(backend, '__module__', 'unknown')} backend")
+                raise RenderingUnavailableError(GL_HELP.format(error=detail)) from exc
             flags = renderer.scene.flags
             flags[mj.mjtRndFlag.mjRND_SHADOW] = False
             flags[mj.mjtRndFlag.mjRND_REFLECTION] = False

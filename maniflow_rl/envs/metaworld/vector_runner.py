@@ -157,6 +157,12 @@ class MetaWorldEnvRunner:
         return self._shape_meta
 
     @property
+    def current_episode_seeds(self) -> np.ndarray:
+        """Reset seed of every env's current episode ``[num_envs]`` (replay one with
+        ``MetaWorldPointCloudEnv(...).reset(seed=...)``)."""
+        return self._episode_seeds(self._episode)
+
+    @property
     def group_ids(self) -> np.ndarray:
         return np.arange(self.num_envs) // self.group_size
 

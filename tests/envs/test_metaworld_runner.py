@@ -1,0 +1,118 @@
+"""MetaWorldEnvRunner: env-runner interface, auto-reset / final_obs semantics, workers."""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("metaworld")
+
+from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv  # noqa: E402
+from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner  # noqa: E402
+
+GEO = dict(point_cloud_source="geometry", num_points=64)
+
+
+def _actions(rng, n):
+    return rng.uniform(-1, 1, size=(n, 4)).astype(np.float32)
+
+
+def test_in_process_auto_reset_and_final_obs():
+    runner = MetaWorldEnvRunner("pick-place", num_envs=3, seed=7, num_workers=0,
+                                max_episode_steps=4, **GEO)
+    assert runner.num_envs == 3 and runner.action_dim == 4 and runner.max_episode_steps == 4
+    assert runner.shape_meta["obs"]["point_cloud"]["shape"] == [64, 3]
+    obs = runner.reset()
+    assert obs["point_cloud"].shape == (3, 64, 3) and obs["agent_pos"].shape == (3, 9)
+    seeds0 = runner.current_episode_seeds
+    assert len(set(seeds0.tolist())) == 3
+
+    # replay env 1 stand-alone with the same seed and actions
+    ref = MetaWorldPointCloudEnv("pick-place", max_episode_steps=4, **GEO)
+    ref_obs, _ = ref.reset(seed=int(seeds0[1]))
+    np.testing.assert_array_equal(ref_obs["point_cloud"], obs["point_cloud"][1])
+    rng = np.random.default_rng(0)
+    for t in range(4):
+        actions = _actions(rng, 3)
+        out = runner.step(actions)
+        ref_obs, ref_r, ref_term, ref_trunc, _ = ref.step(actions[1])
+        assert out["rewards"].dtype == np.float32 and out["dones"].dtype == bool
+        assert out["rewards"][1] == ref_r
+        if t < 3:
+            assert not out["dones"].any()
+            np.testing.assert_array_equal(out["obs"]["agent_pos"][1], ref_obs["agent_pos"])
+    assert out["dones"].all() and out["truncated"].all() and not out["success"].any()
+    # final_obs = the last obs of the ended episode; obs = the first obs of the new one
+    for key in ("point_cloud", "agent_pos"):
+        np.testing.assert_array_equal(out["final_obs"][key][1], ref_obs[key])
+    seeds1 = runner.current_episode_seeds
+    assert not np.any(seeds1 == seeds0)
+    fresh, _ = ref.reset(seed=int(seeds1[1]))
+    for key in ("point_cloud", "agent_pos"):
+        np.testing.assert_array_equal(out["obs"][key][1], fresh[key])
+    with pytest.raises(ValueError, match="actions must have shape"):
+        runner.step(np.zeros((2, 4)))
+    runner.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.reset()
+
+
+def test_seeding_groups_and_reset_continuation():
+    def first_obs(num_envs, seed, group_size=1):
+        with MetaWorldEnvRunner("pick-place", num_envs=num_envs, seed=seed, num_workers=0,
+                                group_size=group_size, **GEO) as r:
+            return r.reset()["point_cloud"], r
+
+    a, _ = first_obs(2, seed=3)
+    b, _ = first_obs(3, seed=3)
+    np.testing.assert_array_equal(a, b[:2])  # env i's layouts depend on (seed, i) only
+    c, _ = first_obs(2, seed=4)
+    assert not np.array_equal(a, c)
+    g, runner = first_obs(4, seed=3, group_size=2)
+    np.testing.assert_array_equal(g[0], g[1])
+    assert not np.array_equal(g[1], g[2])
+    np.testing.assert_array_equal(runner.group_ids, [0, 0, 1, 1])
+
+    with MetaWorldEnvRunner("pick-place", num_envs=2, seed=3, num_workers=0, **GEO) as r:
+        first = r.reset()["point_cloud"]
+        second = r.reset()["point_cloud"]  # continues: new layouts
+        assert not np.array_equal(first, second)
+        np.testing.assert_array_equal(r.reset(seed=3)["point_cloud"], first)
+        r.seed([101, 202])
+        np.testing.assert_array_equal(r.current_episode_seeds + 0, [101, 202])  # before reset
+        explicit = r.reset()["point_cloud"]
+        ref = MetaWorldPointCloudEnv("pick-place", **GEO)
+        np.testing.assert_array_equal(explicit[1], ref.reset(seed=202)[0]["point_cloud"])
+
+
+def test_spawn_workers_match_in_process():
+    """Two spawn workers with camera clouds (renderers created inside the workers)."""
+    kwargs = dict(num_points=64, camera_size=64, max_episode_steps=3)
+    with MetaWorldEnvRunner("reach", num_envs=3, seed=1, num_workers=0, **kwargs) as local:
+        expected = [local.reset()]
+        rng = np.random.default_rng(1)
+        actions = [_actions(rng, 3) for _ in range(4)]
+        expected += [local.step(a) for a in actions]
+    runner = MetaWorldEnvRunner("reach", num_envs=3, seed=1, num_workers=2, **kwargs)
+    procs = list(runner._procs)
+    assert len(procs) == 2 and all(p.is_alive() for p in procs)
+    got = [runner.reset()] + [runner.step(a) for a in actions]
+    for key in ("point_cloud", "agent_pos"):
+        np.testing.assert_allclose(got[0][key], expected[0][key], atol=1e-6)
+        for g, e in zip(got[1:], expected[1:]):
+            np.testing.assert_allclose(g["obs"][key], e["obs"][key], atol=1e-6)
+            np.testing.assert_allclose(g["final_obs"][key], e["final_obs"][key], atol=1e-6)
+    assert got[3]["dones"].all() and got[3]["truncated"].all()
+    frame = runner.render_rgb(48, 32, env_index=2)
+    assert frame.shape == (32, 48, 3) and frame.dtype == np.uint8
+    runner.close()
+    for p in procs:
+        p.join(timeout=10)
+        assert not p.is_alive() and p.exitcode == 0
+
+
+def test_worker_errors_are_reported():
+    with pytest.raises(RuntimeError, match="worker 0 failed:(.|\n)*unknown camera"):
+        MetaWorldEnvRunner("reach", num_envs=1, num_workers=1, camera="no-such-camera")
