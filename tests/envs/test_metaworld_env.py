@@ -155,10 +155,14 @@ def test_pickle_keeps_configuration():
 
 # ---------------------------------------------------------------- missing GL
 def test_missing_gl_gives_clear_error(monkeypatch):
-    def broken_renderer(*args, **kwargs):
+    """Simulate a machine without EGL/OSMesa: creating the GL context fails."""
+    from maniflow_rl.envs.metaworld import rendering
+
+    def broken_context(*args, **kwargs):
         raise mujoco.FatalError("gladLoadGL error")
 
-    monkeypatch.setattr(mujoco, "Renderer", broken_renderer)
+    monkeypatch.setattr(rendering, "_SHARED", {})  # no context cached by earlier tests
+    monkeypatch.setattr(mujoco.gl_context, "GLContext", broken_context)
     env = MetaWorldPointCloudEnv("reach", num_points=32)
     with pytest.raises(RenderingUnavailableError) as info:
         env.reset(seed=0)

@@ -24,11 +24,9 @@ by 180 degrees so they appear upright (point clouds are unaffected).
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import warnings
-import weakref
 from typing import Any, Sequence
 
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
@@ -59,13 +57,16 @@ class RenderingUnavailableError(RuntimeError):
 
 def _import_sim():
     try:
+        import mujoco  # imports the GL backend named by MUJOCO_GL
         import metaworld  # noqa: F401  (registers envs; needs `packaging`)
-        import mujoco
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-    except ImportError as exc:
-        if any(k in str(exc) for k in ("EGL", "OSMesa", "OpenGL", "libGL", "GLFW")):
-            raise RenderingUnavailableError(GL_HELP.format(error=exc)) from exc
-        raise ImportError(f"{exc}. Install the simulator extras: pip install 'maniflow-rl[sim]'") from exc
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if any(k in text for k in ("EGL", "OSMesa", "OpenGL", "libGL", "GLFW", "MUJOCO_GL")):
+            raise RenderingUnavailableError(GL_HELP.format(error=text)) from exc
+        if isinstance(exc, ImportError):
+            raise ImportError(f"{exc}. Install the simulator extras: pip install 'maniflow-rl[sim]'") from exc
+        raise
     return mujoco, ALL_V3_ENVIRONMENTS
 
 
@@ -76,23 +77,6 @@ DEFAULT_WORKSPACE_BOUNDS = ((-0.6, 0.3, 0.005), (0.6, 0.975, 1.0))
 # DP3 moves `corner2` closer to the table (its MetaWorld wrapper sets cam_pos[2] to this).
 DP3_CAMERA_POS = {"corner2": (0.6, 0.295, 0.8)}
 _SOURCES = ("camera", "geometry")
-_LIVE_RENDERING_ENVS: "weakref.WeakSet[MetaWorldPointCloudEnv]" = weakref.WeakSet()
-_ATEXIT_REGISTERED = False
-
-
-def _close_all_renderers() -> None:
-    # Free GL contexts before mujoco's own atexit hooks tear the EGL display down (otherwise
-    # Renderer.__del__ raises EGLError noise at interpreter exit). Registered after mujoco's.
-    for env in list(_LIVE_RENDERING_ENVS):
-        env.close()
-
-
-def _register_for_exit_cleanup(env: "MetaWorldPointCloudEnv") -> None:
-    global _ATEXIT_REGISTERED
-    if not _ATEXIT_REGISTERED:  # registered after mujoco's hooks, so it runs before them
-        atexit.register(_close_all_renderers)
-        _ATEXIT_REGISTERED = True
-    _LIVE_RENDERING_ENVS.add(env)
 
 
 class MetaWorldPointCloudEnv(gym.Env):
@@ -322,31 +306,21 @@ class MetaWorldPointCloudEnv(gym.Env):
     def _renderer(self, height: int, width: int):
         key = (height, width)
         if key not in self._renderers:
-            mj, vis = self._mujoco, self.model.vis.global_
-            vis.offwidth, vis.offheight = max(vis.offwidth, width), max(vis.offheight, height)
+            mj = self._mujoco
             try:
-                renderer = mj.Renderer(self.model, height=height, width=width)
+                from maniflow_rl.envs.metaworld.rendering import SceneRenderer
+
+                self._renderers[key] = SceneRenderer(self.model, self._mw.model_name, height, width)
             except Exception as exc:  # GL libraries missing / no device: say how to fix it
                 backend = getattr(getattr(mj, "gl_context", None), "GLContext", None)
                 detail = (f"{type(exc).__name__}: {exc}; MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}, "
                           f"mujoco loaded the {getattr(backend, '__module__', 'unknown')} backend")
                 raise RenderingUnavailableError(GL_HELP.format(error=detail)) from exc
-            flags = renderer.scene.flags
-            flags[mj.mjtRndFlag.mjRND_SHADOW] = False
-            flags[mj.mjtRndFlag.mjRND_REFLECTION] = False
-            flags[mj.mjtRndFlag.mjRND_SKYBOX] = False
-            self._renderers[key] = renderer
-            _register_for_exit_cleanup(self)
         return self._renderers[key]
 
     def _render(self, camera_id: int, height: int, width: int, depth: bool) -> np.ndarray:
         renderer = self._renderer(height, width)
-        if depth:
-            renderer.enable_depth_rendering()
-        else:
-            renderer.disable_depth_rendering()
-        renderer.update_scene(self.data, camera=camera_id)
-        return renderer.render()
+        return renderer.depth(self.data, camera_id) if depth else renderer.rgb(self.data, camera_id)
 
     def _upright(self, image: np.ndarray, camera_id: int) -> np.ndarray:
         up_z = self.data.cam_xmat[camera_id].reshape(3, 3)[2, 1]  # camera y axis, world z part

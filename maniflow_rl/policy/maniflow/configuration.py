@@ -14,16 +14,18 @@ data ``x1`` at t = 1. ``num_inference_steps`` K gives the Euler grid ``t_k = k /
 Model size: the width fields ``n_emb, n_layer, n_head, mlp_ratio`` (and the encoder widths) are
 ``None`` by default and filled from the ``model_size`` preset by :meth:`resolved`:
 
-- ``"cpu"``: width 128, 2 DiT-X blocks, 4 heads (~1M parameters): fast enough for CPU RL.
+- ``"cpu"``: width 128, 2 DiT-X blocks, 4 heads (1.09M parameters with the seed shape_meta):
+  fast enough for CPU RL.
 - ``"paper"``: width 768, 12 blocks, 8 heads (ManiFlow paper size). Each block holds
   self-attention (4 D^2), cross-attention (4 D^2), an MLP (8 D^2) and the adaLN modulation
-  (9 D^2), i.e. ~25 D^2 = 14.7M parameters, so 12 blocks are ~177M (~180M with the encoders).
+  (9 D^2), i.e. ~25 D^2 = 14.7M parameters, so 12 blocks are ~177M; 182.4M in total with the
+  encoders and heads for the seed shape_meta. Meant for a GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 NOISE_METHODS = ("flow_sde", "flow_noise")
@@ -81,7 +83,6 @@ class ManiFlowPolicyConfig:
     flow_beta_b: float = 1.5
     consistency_num_t: int = 10                  # t in {0, 1/n, ..., (n-1)/n}
     consistency_eps: float = 1e-3                # clamp of (1 - t) in the consistency target
-    extra: dict = field(default_factory=dict)    # free-form notes, ignored by the policy
 
     def __post_init__(self) -> None:
         for name in ("noise_params", "value_hidden_dims", "pointnet_hidden_dims",
@@ -174,11 +175,6 @@ class ManiFlowPolicyConfig:
         if overrides:
             self.from_dict({**self.to_dict(), **overrides})  # validates the names
         return dataclasses.replace(self, **overrides)
-
-    @property
-    def action_start(self) -> int:
-        """First index of the executed slice of the horizon (``n_obs_steps - 1``)."""
-        return self.n_obs_steps - 1
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

@@ -174,6 +174,10 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
                              self.config.sigma_max)
         return euler_step(x, v, dt), std
 
+    def _step_times(self, steps: torch.Tensor) -> torch.Tensor:
+        """``t_k = k / K`` (one expression for rollout and re-evaluation: bitwise equal)."""
+        return steps.float() / self.num_inference_steps
+
     def _rollout_denoise_inds(self, batch: int, mode: str,
                               generator: torch.Generator | None) -> torch.Tensor:
         k = self.num_inference_steps
@@ -205,7 +209,7 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         chain, logprob_sum = [x], torch.zeros_like(x[:, self.executed_slice])
         num_stochastic = torch.zeros(batch, device=self.device)
         for k in range(k_steps):
-            t = torch.full((batch,), k * dt, device=self.device)
+            t = self._step_times(torch.full((batch,), k, device=self.device))
             v, features = self.model(x, t, dt, context)
             x_next = euler_step(x, v, dt)
             is_stochastic = (denoise_inds == k).any(1)
@@ -268,7 +272,7 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         context, pooled = self.obs_encoder(obs_n)
         x_k = _gather_steps(chains, steps).flatten(0, 1)                    # [B*S, H, Da]
         x_next = _gather_steps(chains, steps + 1).flatten(0, 1)
-        t = steps.flatten().float() / k_steps
+        t = self._step_times(steps.flatten())
         v, features = self.model(x_k, t, 1.0 / k_steps, context)            # context repeated
         mu, std = self._transition(x_k, t, v, features)
         chunk = self.executed_slice

@@ -5,7 +5,7 @@ Each observation entry is ``{'shape': [...], 'type': 'point_cloud' | 'rgb' | 'lo
 To frames yields tokens:
 
 - ``point_cloud`` ``[N, 3 | 6]``: subsample to ``num_point_tokens`` points (farthest point
-  sampling on xyz, or a fixed stride), then a PointNet per-point MLP (Linear + LayerNorm + GELU)
+  sampling on the normalized xyz, deterministic, or a fixed stride), then a PointNet per-point MLP (Linear + LayerNorm + GELU)
   gives one token per kept point (ManiFlow keeps per-point tokens; DP3 would max-pool to one).
   The per-point MLP has no cross-point interaction, so sampling before the MLP equals sampling
   the MLP's output, at a fraction of the cost.
