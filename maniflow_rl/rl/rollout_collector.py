@@ -53,7 +53,7 @@ class ChunkOutcome:
 
 
 class ManiFlowRolloutCollector:
-    """Collect RolloutBatches (train) or evaluate episodes (eval) with a ManiFlow RL policy."""
+    """Collect RolloutBatches from an env runner with a ManiFlow RL policy (chunked execution)."""
 
     def __init__(self, policy: Any, env_runner: Any, config: CollectorConfig | None = None,
                  device: str | torch.device = "cpu", group_size: int = 1):
@@ -232,38 +232,3 @@ class ManiFlowRolloutCollector:
         }
         self.episode_stats = stats
         return batch, stats
-
-    def evaluate(self, num_episodes: int) -> dict[str, Any]:
-        """Run deterministic (``mode="eval"``) episodes from a fresh reset.
-
-        Every env runs ``ceil(num_episodes / num_envs)`` episodes and the first ``num_episodes``
-        in (episode index, env) order are reported, so short episodes are not over-represented.
-        Afterwards the next ``collect`` starts from a fresh reset.
-        """
-        if num_episodes < 1:
-            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-        self.reset()
-        per_env = math.ceil(num_episodes / self.num_envs)
-        finished: list[dict[str, Any]] = []
-        counts = np.zeros(self.num_envs, dtype=np.int64)
-        while counts.min() < per_env:
-            _, out = self._sample("eval")
-            before = len(finished)
-            self._execute_chunk(out["actions"].detach().cpu().numpy(), finished)
-            for episode in finished[before:]:
-                episode["index"] = counts[episode["env"]]
-                counts[episode["env"]] += 1
-        self._history = None
-        chosen = sorted(finished, key=lambda e: (e["index"], e["env"]))[:num_episodes]
-        returns = [e["return"] for e in chosen]
-        lengths = [e["length"] for e in chosen]
-        successes = [e["success"] for e in chosen]
-        return {
-            "success_rate": float(np.mean(successes)),
-            "mean_return": float(np.mean(returns)),
-            "mean_length": float(np.mean(lengths)),
-            "num_episodes": len(chosen),
-            "episode_returns": returns,
-            "episode_lengths": lengths,
-            "episode_successes": successes,
-        }

@@ -187,3 +187,13 @@ def test_quick_start_custom_configuration(tmp_path):
                                 advantage_config=advantage_config)
     direct.train(num_iterations=1, progress=False)
     assert direct.iteration == 1
+
+
+def test_scheduled_evaluation_is_deterministic_and_logged(tmp_path):
+    trainer = _dummy_trainer(tmp_path, eval_interval=1, eval_episodes=4)
+    trainer.train(num_iterations=1, progress=False)
+    first = trainer.history[-1]
+    assert first["eval/num_episodes"] == 4 and 0.0 <= first["eval/success_rate"] <= 1.0
+    again = trainer.evaluate(4)
+    # same seeds, no sampling noise, unchanged weights -> the same episodes
+    assert again["mean_return"] == pytest.approx(first["eval/mean_return"], abs=1e-6)

@@ -65,14 +65,17 @@ def _import_sim():
         if any(k in text for k in ("EGL", "OSMesa", "OpenGL", "libGL", "GLFW", "MUJOCO_GL")):
             raise RenderingUnavailableError(GL_HELP.format(error=text)) from exc
         if isinstance(exc, ImportError):
-            raise ImportError(f"{exc}. Install the simulator extras: pip install 'maniflow-rl[sim]'") from exc
+            raise ImportError(f"{exc}. Install the simulator extras: "
+                              "pip install 'maniflow-rl[sim]'") from exc
         raise
     return mujoco, ALL_V3_ENVIRONMENTS
 
 
-# World-frame crop box [[xmin, ymin, zmin], [xmax, ymax, zmax]] (metres). Covers the objects of
-# all 50 tasks (measured over resets: x in [-0.46, 0.37], y in [0.33, 1.07] except one far assembly
-# part, top at z 0.66) and the arm above them; z >= 5 mm removes the table top as DP3's crop does.
+# World-frame crop box [[xmin, ymin, zmin], [xmax, ymax, zmax]] (metres), measured over resets of
+# all 50 tasks: objects span x in [-0.46, 0.37], y in [0.33, 1.07], z up to 0.66 (shelf). z >= 5 mm
+# removes the table top (z = 0) as DP3's crop does; x within +-0.6 and y <= 0.975 drop the table's
+# retaining walls (inner faces at |x| = 0.68, y = 0.98), at the price of the back few cm of the
+# coffee machine and button boxes.
 DEFAULT_WORKSPACE_BOUNDS = ((-0.6, 0.3, 0.005), (0.6, 0.975, 1.0))
 # DP3 moves `corner2` closer to the table (its MetaWorld wrapper sets cam_pos[2] to this).
 DP3_CAMERA_POS = {"corner2": (0.6, 0.295, 0.8)}
@@ -124,7 +127,8 @@ class MetaWorldPointCloudEnv(gym.Env):
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.task = resolve_task(task)
         if point_cloud_source not in _SOURCES:
-            raise ValueError(f"point_cloud_source must be one of {_SOURCES}, got {point_cloud_source!r}")
+            raise ValueError(f"point_cloud_source must be one of {_SOURCES}, "
+                             f"got {point_cloud_source!r}")
         if reward_type not in ("sparse", "dense"):
             raise ValueError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
         if agent_pos not in ("dp3", "hand_gripper"):
@@ -134,9 +138,11 @@ class MetaWorldPointCloudEnv(gym.Env):
         if num_points < 1 or max_episode_steps < 1:
             raise ValueError("num_points and max_episode_steps must be >= 1")
         self.num_points, self.point_cloud_source = int(num_points), point_cloud_source
-        self.camera_size, self.use_rgb_points, self.use_image = int(camera_size), use_rgb_points, use_image
+        self.camera_size = int(camera_size)
+        self.use_rgb_points, self.use_image = use_rgb_points, use_image
         self.agent_pos_type, self.reward_type = agent_pos, reward_type
-        self.terminate_on_success, self.max_episode_steps = terminate_on_success, int(max_episode_steps)
+        self.terminate_on_success = terminate_on_success
+        self.max_episode_steps = int(max_episode_steps)
         self.workspace_bounds = np.asarray(workspace_bounds, dtype=np.float64)
 
         self._mujoco, all_envs = _import_sim()
@@ -156,20 +162,22 @@ class MetaWorldPointCloudEnv(gym.Env):
         if point_cloud_source == "geometry":
             from maniflow_rl.envs.metaworld.geometry import SceneSurfaceSampler
 
-            self._geometry = SceneSurfaceSampler(self.model, self.data, geometry_points, self.workspace_bounds)
+            self._geometry = SceneSurfaceSampler(self.model, self.data, geometry_points,
+                                                 self.workspace_bounds)
         self._renderers: dict[tuple[int, int], Any] = {}
         self._policy = None
         self._raw_obs = np.zeros(39)
         self._elapsed = 0
         self._pending_seed = seed
 
-        pc_dim = 6 if use_rgb_points else 3
+        pc_dim, agent_dim = (6 if use_rgb_points else 3), (9 if agent_pos == "dp3" else 4)
+        size = self.camera_size
         spaces = {
             "point_cloud": gym.spaces.Box(-np.inf, np.inf, (self.num_points, pc_dim), np.float32),
-            "agent_pos": gym.spaces.Box(-np.inf, np.inf, (9 if agent_pos == "dp3" else 4,), np.float32),
+            "agent_pos": gym.spaces.Box(-np.inf, np.inf, (agent_dim,), np.float32),
         }
         if use_image:
-            spaces["image"] = gym.spaces.Box(0, 255, (3, self.camera_size, self.camera_size), np.uint8)
+            spaces["image"] = gym.spaces.Box(0, 255, (3, size, size), np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 
@@ -227,7 +235,8 @@ class MetaWorldPointCloudEnv(gym.Env):
     def shape_meta(self) -> dict[str, Any]:
         """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [4]}}`` for the policy."""
         types = {"point_cloud": "point_cloud", "agent_pos": "low_dim", "image": "rgb"}
-        obs = {k: {"shape": list(s.shape), "type": types[k]} for k, s in self.observation_space.spaces.items()}
+        obs = {key: {"shape": list(space.shape), "type": types[key]}
+               for key, space in self.observation_space.spaces.items()}
         return {"obs": obs, "action": {"shape": [4]}}
 
     def expert_action(self) -> np.ndarray:
@@ -241,7 +250,8 @@ class MetaWorldPointCloudEnv(gym.Env):
             action = self._policy.get_action(self._raw_obs)
         return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
 
-    def render_rgb(self, width: int = 256, height: int = 256, camera: str | int | None = None) -> np.ndarray:
+    def render_rgb(self, width: int = 256, height: int = 256,
+                   camera: str | int | None = None) -> np.ndarray:
         """Upright ``[height, width, 3]`` uint8 frame for videos (no shadows/reflections/MSAA)."""
         cam = self.camera_id if camera is None else self._camera_id(camera)
         return self._upright(self._render(cam, height, width, depth=False), cam)
@@ -257,9 +267,9 @@ class MetaWorldPointCloudEnv(gym.Env):
 
     def camera_points(self, with_rgb: bool = False) -> np.ndarray:
         """Uncropped world-frame camera points ``[M, 3|6]`` (background pixels dropped)."""
-        cam = self.camera_id
-        depth = self._render(cam, self.camera_size, self.camera_size, depth=True)
-        rgb = self._render(cam, self.camera_size, self.camera_size, depth=False) if with_rgb else None
+        cam, size = self.camera_id, self.camera_size
+        depth = self._render(cam, size, size, depth=True)
+        rgb = self._render(cam, size, size, depth=False) if with_rgb else None
         far = 0.99 * self.model.vis.map.zfar * self.model.stat.extent
         return depth_to_world_points(depth, self.model.cam_fovy[cam], self.data.cam_xpos[cam],
                                      self.data.cam_xmat[cam], rgb=rgb, max_depth=far)
@@ -269,7 +279,8 @@ class MetaWorldPointCloudEnv(gym.Env):
         obs = {"point_cloud": self.point_cloud(), "agent_pos": self._agent_pos()}
         if self.use_image:
             cam = self.camera_id
-            img = self._upright(self._render(cam, self.camera_size, self.camera_size, depth=False), cam)
+            size = self.camera_size
+            img = self._upright(self._render(cam, size, size, depth=False), cam)
             obs["image"] = np.ascontiguousarray(img.transpose(2, 0, 1))
         return obs
 
@@ -313,8 +324,9 @@ class MetaWorldPointCloudEnv(gym.Env):
                 self._renderers[key] = SceneRenderer(self.model, self._mw.model_name, height, width)
             except Exception as exc:  # GL libraries missing / no device: say how to fix it
                 backend = getattr(getattr(mj, "gl_context", None), "GLContext", None)
-                detail = (f"{type(exc).__name__}: {exc}; MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}, "
-                          f"mujoco loaded the {getattr(backend, '__module__', 'unknown')} backend")
+                detail = (f"{type(exc).__name__}: {exc}; "
+                          f"MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}, mujoco loaded the "
+                          f"{getattr(backend, '__module__', 'unknown')} backend")
                 raise RenderingUnavailableError(GL_HELP.format(error=detail)) from exc
         return self._renderers[key]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from maniflow_rl.envs.metaworld.point_cloud import crop_to_workspace
+
 __all__ = ["SceneSurfaceSampler", "sample_shape_surface"]
 
 _VISIBLE_GROUPS = (0, 1, 2)  # mjvOption default: geom/site groups 0, 1, 2 are drawn
@@ -23,10 +25,6 @@ def _unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12)
 
 
-def _cylinder_side_area_caps(r: float, h: float) -> tuple[float, float]:
-    return 2 * np.pi * r * 2 * h, 2 * np.pi * r * r
-
-
 def shape_area(gtype: int, size: np.ndarray, mesh_area: float = 0.0) -> float:
     """Surface area of a MuJoCo primitive (half-sizes as in ``model.geom_size``)."""
     a, b, c = size
@@ -36,7 +34,7 @@ def shape_area(gtype: int, size: np.ndarray, mesh_area: float = 0.0) -> float:
         p = 1.6075
         return 4 * np.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
     if gtype == _T.mjGEOM_CYLINDER:
-        return sum(_cylinder_side_area_caps(a, b))
+        return 2 * np.pi * a * 2 * b + 2 * np.pi * a * a
     if gtype == _T.mjGEOM_CAPSULE:
         return 2 * np.pi * a * 2 * b + 4 * np.pi * a * a
     if gtype == _T.mjGEOM_BOX:
@@ -59,9 +57,8 @@ def _triangle_areas(tri: np.ndarray) -> np.ndarray:
     return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
 
 
-def sample_shape_surface(
-    gtype: int, size: np.ndarray, n: int, rng: np.random.Generator, triangles: np.ndarray | None = None
-) -> np.ndarray:
+def sample_shape_surface(gtype: int, size: np.ndarray, n: int, rng: np.random.Generator,
+                         triangles: np.ndarray | None = None) -> np.ndarray:
     """``n`` points (roughly area-uniform) on a shape's surface, in the shape's local frame."""
     a, b, c = np.asarray(size, dtype=np.float64)
     if gtype == _T.mjGEOM_SPHERE:
@@ -104,7 +101,8 @@ def sample_shape_surface(
         u, v = rng.random(n), rng.random(n)
         flip = u + v > 1
         u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-        return tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
+        edge1, edge2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        return tri[:, 0] + u[:, None] * edge1 + v[:, None] * edge2
     raise ValueError(f"unsupported geom type {gtype}")
 
 
@@ -120,12 +118,14 @@ class SceneSurfaceSampler:
     """Points on the visible surfaces of a MuJoCo scene, moved with the bodies each step.
 
     Args:
-        model: the MuJoCo model.
-        num_points: total number of surface points, distributed by area (at least
+        model, data: the MuJoCo model and data.
+        num_points: surface points in total, distributed by area (at least
             ``min_points_per_shape`` per shape).
-        bounds: optional ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``; shapes on static bodies
-            (welded to the world) whose points all fall outside it at construction are dropped.
-        include_sites: also sample visible sites (e.g. MetaWorld's goal marker), as the camera sees them.
+        bounds: optional crop box ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``; shapes on static
+            bodies (welded to the world: floor, table, pedestal) then only count with the part
+            of their area inside it (+5 cm), so the budget goes where the crop keeps points.
+        include_sites: also sample visible sites (e.g. MetaWorld's goal marker), as the camera
+            sees them.
         seed: seed of the (one-off) surface sampling.
     """
 
@@ -140,49 +140,52 @@ class SceneSurfaceSampler:
         seed: int = 0,
     ) -> None:
         rng = np.random.default_rng(seed)
-        shapes = []  # (is_site, id, type, size, triangles)
+        shapes = []  # (is_site, id, type, size, triangles); geoms first, then sites (_poses order)
         for g in range(model.ngeom):
             if model.geom_group[g] in _VISIBLE_GROUPS and _effective_alpha(model, g) > 0:
                 mesh = model.geom_type[g] == _T.mjGEOM_MESH
                 tri = _mesh_triangles(model, model.geom_dataid[g]) if mesh else None
                 shapes.append((False, g, int(model.geom_type[g]), model.geom_size[g].copy(), tri))
-        if include_sites:
-            for s in range(model.nsite):
-                if model.site_group[s] in _VISIBLE_GROUPS and model.site_rgba[s, 3] > 0:
-                    shapes.append((True, s, int(model.site_type[s]), model.site_size[s].copy(), None))
-        shapes.sort(key=lambda sh: sh[0])  # geoms first, then sites (matches _poses)
+        for s in range(model.nsite if include_sites else 0):
+            if model.site_group[s] in _VISIBLE_GROUPS and model.site_rgba[s, 3] > 0:
+                shapes.append((True, s, int(model.site_type[s]), model.site_size[s].copy(), None))
         self._geom_ids = np.array([i for site, i, *_ in shapes if not site], dtype=int)
         self._site_ids = np.array([i for site, i, *_ in shapes if site], dtype=int)
         areas = np.array([
             shape_area(t, sz, _triangle_areas(tri).sum() if tri is not None else 0.0)
             for _, _, t, sz, tri in shapes
         ])
-        body = np.concatenate([model.geom_bodyid[self._geom_ids], model.site_bodyid[self._site_ids]])
+        body = np.concatenate([model.geom_bodyid[self._geom_ids],
+                               model.site_bodyid[self._site_ids]])
         static = (model.body_weldid[body] == 0) & (model.body_mocapid[model.body_rootid[body]] < 0)
         if bounds is not None:
-            # Static shapes (floor, table, pedestal) count only with their area inside the box.
-            probe = 256
-            self._local = np.concatenate([sample_shape_surface(t, sz, probe, rng, tri) for _, _, t, sz, tri in shapes])
-            self._owner = np.repeat(np.arange(len(shapes)), probe)
-            mujoco.mj_kinematics(model, data)
-            pts = self.points(data)
-            lo, hi = np.asarray(bounds)[0] - 0.05, np.asarray(bounds)[1] + 0.05
-            frac = np.all((pts >= lo) & (pts <= hi), axis=1).reshape(len(shapes), probe).mean(axis=1)
-            areas = np.where(static, areas * frac, areas)
-        keep = areas > 0
-        counts = np.where(keep, np.maximum(min_points_per_shape, np.round(num_points * areas / areas.sum())), 0)
+            areas = np.where(static, areas * self._fraction_inside(model, data, shapes, bounds, rng),
+                             areas)
+        share = np.round(num_points * areas / areas.sum())
+        counts = np.where(areas > 0, np.maximum(min_points_per_shape, share), 0).astype(int)
         self._local = np.concatenate([
-            sample_shape_surface(t, sz, int(n), rng, tri) for (_, _, t, sz, tri), n in zip(shapes, counts) if n > 0
+            sample_shape_surface(t, sz, n, rng, tri)
+            for (_, _, t, sz, tri), n in zip(shapes, counts) if n > 0
         ]).astype(np.float64)
-        self._owner = np.repeat(np.arange(len(shapes)), counts.astype(int))
-        self._static_shape = static
+        self._owner = np.repeat(np.arange(len(shapes)), counts)
         self._is_static = static[self._owner]
         self._static_cache: np.ndarray | None = None
+        kinds = {True: mujoco.mjtObj.mjOBJ_SITE, False: mujoco.mjtObj.mjOBJ_GEOM}
         self.shape_names = [
-            (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_SITE if site else mujoco.mjtObj.mjOBJ_GEOM, i) or "")
-            + f"({'site' if site else 'geom'} {i})"
+            f"{'site' if site else 'geom'} {i} {mujoco.mj_id2name(model, kinds[site], i) or ''}"
             for site, i, *_ in shapes
         ]
+
+    def _fraction_inside(self, model, data, shapes, bounds, rng, probe: int = 256) -> np.ndarray:
+        """Fraction of each shape's surface inside ``bounds`` (+5 cm) in the current pose."""
+        self._local = np.concatenate([sample_shape_surface(t, sz, probe, rng, tri)
+                                      for _, _, t, sz, tri in shapes])
+        self._owner = np.repeat(np.arange(len(shapes)), probe)
+        mujoco.mj_kinematics(model, data)
+        pts = self.points(data)
+        lo, hi = np.asarray(bounds)[0] - 0.05, np.asarray(bounds)[1] + 0.05
+        inside = np.all((pts >= lo) & (pts <= hi), axis=1)
+        return inside.reshape(len(shapes), probe).mean(axis=1)
 
     def _poses(self, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray]:
         pos = np.concatenate([data.geom_xpos[self._geom_ids], data.site_xpos[self._site_ids]])
@@ -194,23 +197,19 @@ class SceneSurfaceSampler:
         return len(self._local)
 
     def points(self, data: mujoco.MjData, which: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """World-frame points ``[M, 3]`` (float64) for the current ``data`` (after mj_forward/step);
-        ``which`` selects a subset of the sampled points."""
+        """World-frame points ``[M, 3]`` (float64) for the current ``data`` (after
+        mj_forward / mj_kinematics); ``which`` selects a subset of the sampled points."""
         pos, mat = self._poses(data)
         owner = self._owner[which]
         return np.einsum("nij,nj->ni", mat[owner], self._local[which]) + pos[owner]
 
     def cache_static(self, data: mujoco.MjData, bounds: np.ndarray) -> None:
-        """Transform and crop the points of static shapes once (call after every reset: MetaWorld
-        moves some static bodies, e.g. button boxes, when it resets a layout)."""
-        from maniflow_rl.envs.metaworld.point_cloud import crop_to_workspace
-
+        """Transform and crop the points of static shapes once. Call it after every reset:
+        MetaWorld moves some static bodies (e.g. button boxes) when it resets a layout."""
         self._static_cache = crop_to_workspace(self.points(data, self._is_static), bounds)
 
     def cropped_points(self, data: mujoco.MjData, bounds: np.ndarray) -> np.ndarray:
         """Points inside ``bounds``: moving shapes transformed now + the cached static ones."""
-        from maniflow_rl.envs.metaworld.point_cloud import crop_to_workspace
-
         if self._static_cache is None:
             self.cache_static(data, bounds)
         moving = crop_to_workspace(self.points(data, ~self._is_static), bounds)

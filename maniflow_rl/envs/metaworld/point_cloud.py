@@ -2,7 +2,7 @@
 
 Conventions (MuJoCo cameras):
   * a camera looks along its local -z axis, local +x points right and +y up in the image;
-    ``cam_mat`` (``data.cam_xmat`` reshaped to 3x3) holds these local axes as columns in world frame;
+    ``cam_mat`` (``data.cam_xmat`` reshaped to 3x3) holds these axes as columns in world frame;
   * ``fovy`` is the vertical field of view in degrees; pixels are square, so the focal length in
     pixels is ``f = (H / 2) / tan(fovy / 2)`` for both axes and the principal point is the image
     centre;
@@ -104,12 +104,14 @@ def depth_to_world_points(
     return points
 
 
-def crop_to_workspace(points: np.ndarray, bounds: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+def crop_to_workspace(points: np.ndarray,
+                      bounds: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     """Keep points whose xyz lie inside the axis-aligned box ``bounds = [[xmin, ymin, zmin],
     [xmax, ymax, zmax]]`` (inclusive). Extra columns (e.g. rgb) are carried along."""
     lo, hi = np.asarray(bounds, dtype=np.float64)
     if lo.shape != (3,):
-        raise ValueError(f"bounds must be [[xmin, ymin, zmin], [xmax, ymax, zmax]], got {np.shape(bounds)}")
+        raise ValueError("bounds must be [[xmin, ymin, zmin], [xmax, ymax, zmax]], "
+                         f"got shape {np.shape(bounds)}")
     mask = points[:, 0] >= lo[0]  # column-wise tests: ~4x faster than np.all over [M, 3]
     for axis in range(3):
         if axis:
@@ -118,7 +120,8 @@ def crop_to_workspace(points: np.ndarray, bounds: Sequence[Sequence[float]] | np
     return points[mask]
 
 
-def farthest_point_sample(points: np.ndarray, n: int, start_idx: int = 0, bucket_height: int = 4) -> np.ndarray:
+def farthest_point_sample(points: np.ndarray, n: int, start_idx: int = 0,
+                          bucket_height: int = 4) -> np.ndarray:
     """Farthest point sampling of exactly ``n`` points with ``fpsample``'s bucket (QuickFPS) method.
 
     Distances use xyz only; extra columns are carried along. With fewer than ``n`` input points

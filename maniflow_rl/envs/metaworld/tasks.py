@@ -114,5 +114,6 @@ def list_tasks(difficulty: str | None = None) -> list[str]:
     if difficulty is None:
         return [PREFIX + t for t in METAWORLD_V3_TASKS]
     if difficulty not in TASKS_BY_DIFFICULTY:
-        raise ValueError(f"difficulty must be one of {sorted(TASKS_BY_DIFFICULTY)}, got {difficulty!r}")
+        raise ValueError(f"difficulty must be one of {sorted(TASKS_BY_DIFFICULTY)}, "
+                         f"got {difficulty!r}")
     return [PREFIX + t for t in TASKS_BY_DIFFICULTY[difficulty]]
