@@ -1,11 +1,14 @@
 """MetaWorld point-cloud env throughput (steps per second), one run, all variants:
 
-  a_bare_step_plus_depth  bare MetaWorld step + one mujoco.Renderer depth render (same size)
-  a_bare_step             bare MetaWorld step only (reference)
-  b_camera_env            MetaWorldPointCloudEnv, camera source (depth -> cloud -> crop -> FPS)
-  c_geometry_env          MetaWorldPointCloudEnv, geometry source (no rendering)
-  d_runner_<k>_workers    MetaWorldEnvRunner total steps/s (camera source, auto-reset) with k
-                          worker processes vs. the same envs in one process (k = 0)
+  a_bare_step                    bare MetaWorld step only
+  a_bare_step_plus_depth         bare step + one mujoco.Renderer depth render of the same camera
+                                 (corner2 at DP3's position) and size: the reference for b
+  a_bare_step_plus_shared_depth  the same with our shared-context SceneRenderer (what b uses)
+  b_camera_env                   MetaWorldPointCloudEnv, camera source (depth -> cloud -> crop
+                                 -> FPS 512)
+  c_geometry_env                 MetaWorldPointCloudEnv, geometry source (no rendering)
+  d_runner_<k>_workers           MetaWorldEnvRunner total steps/s (camera source, auto-reset)
+                                 with k spawn workers; k = 0: the same envs in this process
 
 Every variant is measured ``--repeats`` times, interleaved, and the best run is reported (the
 machine is shared; the median is saved too). Results: benchmarks/results/env_throughput.json.
@@ -31,9 +34,14 @@ RESULTS = Path(__file__).resolve().parent / "results" / "env_throughput.json"
 LONG = 100_000  # episode cap for single-env variants: measure steps, not resets
 
 
-def bench_bare(task: str, steps: int, size: int, with_depth: bool) -> float:
+def bench_bare(task: str, steps: int, size: int, with_depth: bool, shared: bool = False) -> float:
+    """Bare MetaWorld steps, optionally + one corner2 depth render per step with
+    ``mujoco.Renderer`` (or, ``shared=True``, with our shared-context ``SceneRenderer``)."""
     import mujoco
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    from maniflow_rl.envs.metaworld.env import DP3_CAMERA_POS
+    from maniflow_rl.envs.metaworld.rendering import SceneRenderer
 
     env = ALL_V3_ENVIRONMENTS[task]()
     env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
@@ -42,7 +50,9 @@ def bench_bare(task: str, steps: int, size: int, with_depth: bool) -> float:
     env.reset()
     env.model.vis.quality.offsamples = 0
     cam = env.model.camera("corner2").id
-    renderer = mujoco.Renderer(env.model, size, size) if with_depth else None
+    env.model.cam_pos[cam] = DP3_CAMERA_POS["corner2"]  # the view the point-cloud env renders
+    renderer = mujoco.Renderer(env.model, size, size) if with_depth and not shared else None
+    scene_renderer = SceneRenderer(env.model, env.model_name, size, size) if shared else None
     if renderer is not None:
         renderer.enable_depth_rendering()
     actions = np.random.default_rng(0).uniform(-1, 1, (steps, 4))
@@ -52,6 +62,8 @@ def bench_bare(task: str, steps: int, size: int, with_depth: bool) -> float:
         if renderer is not None:
             renderer.update_scene(env.data, camera=cam)
             renderer.render()
+        if scene_renderer is not None:
+            scene_renderer.depth(env.data, cam)
 
     one(actions[0])
     start = time.perf_counter()
@@ -79,7 +91,8 @@ def bench_env(task: str, steps: int, source: str, size: int, num_points: int) ->
     return steps / elapsed
 
 
-def bench_runner(task: str, steps: int, num_envs: int, workers: int, size: int, num_points: int) -> float:
+def bench_runner(task: str, steps: int, num_envs: int, workers: int, size: int,
+                 num_points: int) -> float:
     from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner
 
     with MetaWorldEnvRunner(task, num_envs=num_envs, seed=0, num_workers=workers,
@@ -96,43 +109,49 @@ def bench_runner(task: str, steps: int, num_envs: int, workers: int, size: int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="pick-place-v3")
     parser.add_argument("--steps", type=int, default=400, help="steps per measurement")
     parser.add_argument("--size", type=int, default=128, help="depth render size")
     parser.add_argument("--num-points", type=int, default=512)
     parser.add_argument("--num-envs", type=int, default=4, help="envs of the runner variants")
-    parser.add_argument("--workers", type=int, nargs="+", default=[2], help="runner worker counts")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="runner worker counts (1 = all envs in one worker: IPC cost only)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
+    task, n, size, pts, envs = args.task, args.steps, args.size, args.num_points, args.num_envs
 
     variants = {
-        "a_bare_step": lambda: bench_bare(args.task, args.steps * 4, args.size, with_depth=False),
-        "a_bare_step_plus_depth": lambda: bench_bare(args.task, args.steps, args.size, with_depth=True),
-        "b_camera_env": lambda: bench_env(args.task, args.steps, "camera", args.size, args.num_points),
-        "c_geometry_env": lambda: bench_env(args.task, args.steps * 2, "geometry", args.size, args.num_points),
-        "d_runner_0_workers": lambda: bench_runner(args.task, args.steps * 2, args.num_envs, 0,
-                                                   args.size, args.num_points),
+        "a_bare_step": lambda: bench_bare(task, 4 * n, size, with_depth=False),
+        "a_bare_step_plus_depth": lambda: bench_bare(task, n, size, with_depth=True),
+        "a_bare_step_plus_shared_depth": lambda: bench_bare(task, n, size, True, shared=True),
+        "b_camera_env": lambda: bench_env(task, n, "camera", size, pts),
+        "c_geometry_env": lambda: bench_env(task, 2 * n, "geometry", size, pts),
+        "d_runner_0_workers": lambda: bench_runner(task, 2 * n, envs, 0, size, pts),
     }
     for k in args.workers:
         variants[f"d_runner_{k}_workers"] = (
-            lambda k=k: bench_runner(args.task, args.steps * 2, args.num_envs, k, args.size, args.num_points))
+            lambda k=k: bench_runner(task, 2 * n, envs, k, size, pts))
 
     load_before = os.getloadavg()
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.repeats):
         for name, fn in variants.items():
             runs[name].append(fn())
-            print(f"[repeat {r + 1}/{args.repeats}] {name:26s} {runs[name][-1]:8.1f} steps/s", flush=True)
+            print(f"[repeat {r + 1}/{args.repeats}] {name:30s} {runs[name][-1]:8.1f} steps/s",
+                  flush=True)
     best = {name: max(v) for name, v in runs.items()}
     median = {name: statistics.median(v) for name, v in runs.items()}
 
-    ref, ours = best["a_bare_step_plus_depth"], best["b_camera_env"]
-    summary = {
-        "overhead_camera_vs_bare_step_plus_depth": 1.0 / ours * ref - 1.0,  # extra time per step
+    ours, in_process = best["b_camera_env"], best["d_runner_0_workers"]
+    summary = {  # overhead = extra time per step relative to the reference
+        "overhead_camera_vs_bare_step_plus_depth": best["a_bare_step_plus_depth"] / ours - 1.0,
+        "overhead_camera_vs_bare_step_plus_shared_depth":
+            best["a_bare_step_plus_shared_depth"] / ours - 1.0,
         "geometry_vs_camera_speedup": best["c_geometry_env"] / ours,
-        "scaling": {f"{k}_workers_vs_in_process": best[f"d_runner_{k}_workers"] / best["d_runner_0_workers"]
+        "scaling": {f"{k}_workers_vs_in_process": best[f"d_runner_{k}_workers"] / in_process
                     for k in args.workers},
     }
     import metaworld  # noqa: F401
@@ -140,8 +159,8 @@ def main() -> None:
     from importlib.metadata import version
 
     result = {
-        "task": args.task, "steps": args.steps, "depth_size": args.size, "num_points": args.num_points,
-        "runner_num_envs": args.num_envs, "repeats": args.repeats,
+        "task": task, "steps": n, "depth_size": size, "num_points": pts, "runner_num_envs": envs,
+        "repeats": args.repeats,
         "steps_per_second_best": best, "steps_per_second_median": median, "all_runs": runs,
         **summary,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
@@ -156,9 +175,11 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     print("\nbest steps/s:")
     for name, value in best.items():
-        print(f"  {name:26s} {value:8.1f}   (median {median[name]:.1f})")
-    print(f"camera env overhead beyond bare step + depth render: "
-          f"{100 * summary['overhead_camera_vs_bare_step_plus_depth']:.1f} %")
+        print(f"  {name:30s} {value:8.1f}   (median {median[name]:.1f})")
+    print("camera env overhead beyond bare step + depth render: "
+          f"{100 * summary['overhead_camera_vs_bare_step_plus_depth']:.1f} % (mujoco.Renderer), "
+          f"{100 * summary['overhead_camera_vs_bare_step_plus_shared_depth']:.1f} % "
+          "(our shared-context renderer)")
     for name, value in summary["scaling"].items():
         print(f"runner scaling {name}: {value:.2f}x")
     print(f"load average before/after: {load_before} / {os.getloadavg()}")

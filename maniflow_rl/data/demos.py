@@ -41,9 +41,11 @@ def _write_zarr(path: Path, data: dict[str, np.ndarray], episode_ends: np.ndarra
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     group = root.require_group("data")
     for key, arr in data.items():
-        group.create_array(key, data=arr, chunks=_chunks(len(arr), arr.shape[1:], arr.dtype.itemsize))
+        chunks = _chunks(len(arr), arr.shape[1:], arr.dtype.itemsize)
+        group.create_array(key, data=arr, chunks=chunks)
     meta = root.require_group("meta")
-    meta.create_array("episode_ends", data=episode_ends.astype(np.int64), chunks=(max(1, len(episode_ends)),))
+    meta.create_array("episode_ends", data=episode_ends.astype(np.int64),
+                      chunks=(max(1, len(episode_ends)),))
 
 
 def run_expert_episode(env, seed: int) -> tuple[dict[str, np.ndarray], bool]:
@@ -99,7 +101,8 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
     max_attempts = 3 * num_episodes + 10 if max_attempts is None else int(max_attempts)
     kwargs = dict(env_kwargs or {})
-    kwargs.update(max_episode_steps=max_episode_steps, terminate_on_success=True, reward_type="sparse")
+    kwargs.update(max_episode_steps=max_episode_steps, terminate_on_success=True,
+                  reward_type="sparse")
     env = MetaWorldPointCloudEnv(task, **kwargs)
     start = time.time()
     episodes: list[dict[str, np.ndarray]] = []
@@ -124,14 +127,16 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
             bar.close()
         env.close()
     if not episodes:
-        raise RuntimeError(f"the scripted expert never succeeded on {env.task} in {attempts} attempts "
-                           f"of at most {max_episode_steps} steps")
+        raise RuntimeError(f"the scripted expert never succeeded on {env.task} in {attempts} "
+                           f"attempts of at most {max_episode_steps} steps")
     if len(episodes) < num_episodes:
-        logger.warning("only %d of %d demos succeeded within %d attempts", len(episodes), num_episodes, attempts)
+        logger.warning("only %d of %d demos succeeded within %d attempts",
+                       len(episodes), num_episodes, attempts)
 
     data = {key: np.concatenate([ep[key] for ep in episodes]) for key in episodes[0]}
     episode_ends = np.cumsum([len(ep["action"]) for ep in episodes]).astype(np.int64)
     out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = out_path.with_name(out_path.name + ".tmp")
     shutil.rmtree(tmp_path, ignore_errors=True)
     _write_zarr(tmp_path, data, episode_ends)

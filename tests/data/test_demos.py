@@ -32,7 +32,8 @@ def test_scripted_expert_succeeds_on_easy_tasks(task):
 def test_generate_demos_zarr_round_trip(tmp_path):
     out = tmp_path / "reach.zarr"
     env_kwargs = dict(num_points=64, camera_size=48, use_image=True)
-    summary = generate_demos("metaworld/reach-v3", 2, out, seed=5, env_kwargs=env_kwargs, progress=False)
+    summary = generate_demos("metaworld/reach-v3", 2, out, seed=5, env_kwargs=env_kwargs,
+                             progress=False)
     assert summary["episodes"] == 2 and summary["complete"] and summary["attempts"] >= 2
     assert summary["task"] == "metaworld/reach-v3" and 0 < summary["success_rate"] <= 1
     assert (out / ".zgroup").exists() and not (out / "zarr.json").exists()  # zarr format 2
@@ -71,8 +72,9 @@ def test_generate_demos_reproducible_and_failure(tmp_path):
     b = generate_demos("reach", 1, tmp_path / "b.zarr", seed=2, env_kwargs=GEO, progress=False)
     assert a["total_steps"] == b["total_steps"]
     for key in ("point_cloud", "action"):
-        np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "a.zarr"), mode="r")["data"][key][:],
-                                      zarr.open_group(str(tmp_path / "b.zarr"), mode="r")["data"][key][:])
+        arrays = [zarr.open_group(str(tmp_path / name), mode="r")["data"][key][:]
+                  for name in ("a.zarr", "b.zarr")]
+        np.testing.assert_array_equal(*arrays)
     with pytest.raises(RuntimeError, match="never succeeded"):
         generate_demos("pick-place", 1, tmp_path / "c.zarr", max_episode_steps=3, env_kwargs=GEO,
                        progress=False, max_attempts=2)

@@ -117,7 +117,8 @@ def test_success_terminates_with_sparse_reward():
 
 def test_no_termination_and_dense_reward():
     env = MetaWorldPointCloudEnv("reach", point_cloud_source="geometry", num_points=64,
-                                 reward_type="dense", terminate_on_success=False, max_episode_steps=60)
+                                 reward_type="dense", terminate_on_success=False,
+                                 max_episode_steps=60)
     env.reset(seed=1)
     successes, rewards = [], []
     for _ in range(60):

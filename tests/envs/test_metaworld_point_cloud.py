@@ -11,6 +11,7 @@ from maniflow_rl.envs.metaworld.point_cloud import (  # noqa: E402
     camera_intrinsics,
     crop_to_workspace,
     depth_to_camera_points,
+    depth_to_cropped_world_points,
     depth_to_world_points,
     farthest_point_sample,
 )
@@ -70,6 +71,21 @@ def test_rgb_channels_and_background_drop():
     pts = depth_to_world_points(depth, 45.0, np.zeros(3), np.eye(3), rgb=rgb, max_depth=50.0)
     assert pts.shape == (19, 6)
     np.testing.assert_allclose(pts[:, 3:], [[1.0, 0.0, 0.0]] * 19)
+
+
+def test_fused_crop_equals_back_projection_then_crop():
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(0.3, 2.5, size=(40, 50)).astype(np.float32)
+    depth[::7, ::5] = 113.0  # background
+    rgb = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+    rot, pos = _look_at([0.2, 0.9, -0.6]), np.array([0.1, -0.3, 1.0])
+    bounds = np.array([[-0.4, 0.1, 0.2], [0.5, 1.2, 0.9]])
+    for colors in (None, rgb):
+        ref = crop_to_workspace(depth_to_world_points(depth, 50.0, pos, rot, rgb=colors), bounds)
+        fused = depth_to_cropped_world_points(depth, 50.0, pos, rot, bounds, rgb=colors)
+        assert 100 < len(fused) < depth.size // 2
+        assert fused.shape == ref.shape and fused.dtype == np.float32
+        np.testing.assert_allclose(fused, ref, atol=2e-6)
 
 
 # ---------------------------------------------------------------- crop and FPS
@@ -149,7 +165,8 @@ def test_geometry_cloud_matches_camera_cloud(camera_env):
 
     env = camera_env
     cam_pts = crop_to_workspace(env.camera_points(), env.workspace_bounds)
-    sampler = SceneSurfaceSampler(env.model, env.data, num_points=150_000, bounds=env.workspace_bounds)
+    sampler = SceneSurfaceSampler(env.model, env.data, num_points=150_000,
+                                  bounds=env.workspace_bounds)
     geo = crop_to_workspace(sampler.points(env.data), env.workspace_bounds).astype(np.float32)
     nearest = np.concatenate([
         np.sqrt(((chunk[:, None, :] - geo[None]) ** 2).sum(-1).min(1))

@@ -59,6 +59,36 @@ def test_in_process_auto_reset_and_final_obs():
         runner.reset()
 
 
+def test_mixed_episode_ends_match_stand_alone_replays():
+    """Envs finish at different steps (expert on reach, terminate on success): every row of
+    obs / final_obs matches a stand-alone env replaying that env's seeds and actions."""
+    runner = MetaWorldEnvRunner("reach", num_envs=3, seed=0, num_workers=0, **GEO)
+    refs = [MetaWorldPointCloudEnv("reach", **GEO) for _ in range(3)]
+    runner.reset()
+    for ref, seed in zip(refs, runner.current_episode_seeds):
+        ref.reset(seed=int(seed))
+    ends, mixed = np.zeros(3, int), False
+    for _ in range(150):
+        actions = np.stack([ref.expert_action() for ref in refs])
+        out = runner.step(actions)
+        mixed |= 0 < out["dones"].sum() < 3
+        seeds = runner.current_episode_seeds
+        for i, ref in enumerate(refs):
+            obs, reward, terminated, truncated, _ = ref.step(actions[i])
+            assert out["dones"][i] == (terminated or truncated) and out["rewards"][i] == reward
+            if out["dones"][i]:
+                assert out["success"][i] and not out["truncated"][i]
+                final = out["final_obs"]["point_cloud"][i]
+                np.testing.assert_array_equal(final, obs["point_cloud"])
+                obs, _ = ref.reset(seed=int(seeds[i]))
+                ends[i] += 1
+            np.testing.assert_array_equal(out["obs"]["agent_pos"][i], obs["agent_pos"])
+        if ends.min() >= 2 and mixed:
+            break
+    assert ends.min() >= 2 and mixed
+    runner.close()
+
+
 def test_seeding_groups_and_reset_continuation():
     def first_obs(num_envs, seed, group_size=1):
         with MetaWorldEnvRunner("pick-place", num_envs=num_envs, seed=seed, num_workers=0,

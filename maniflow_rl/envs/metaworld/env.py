@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 
 from maniflow_rl.envs.metaworld.point_cloud import (
-    crop_to_workspace,
+    depth_to_cropped_world_points,
     depth_to_world_points,
     farthest_point_sample,
 )
@@ -260,19 +260,21 @@ class MetaWorldPointCloudEnv(gym.Env):
         """The current cloud ``[N, 3|6]`` float32 (the ``point_cloud`` observation)."""
         if self._geometry is not None:
             points = self._geometry.cropped_points(self.data, self.workspace_bounds)
-            return farthest_point_sample(points, self.num_points).astype(np.float32)
-        points = self.camera_points(with_rgb=self.use_rgb_points)
-        points = crop_to_workspace(points, self.workspace_bounds)
+        else:
+            points = self.camera_points(with_rgb=self.use_rgb_points, crop=True)
         return farthest_point_sample(points, self.num_points).astype(np.float32)
 
-    def camera_points(self, with_rgb: bool = False) -> np.ndarray:
-        """Uncropped world-frame camera points ``[M, 3|6]`` (background pixels dropped)."""
+    def camera_points(self, with_rgb: bool = False, crop: bool = False) -> np.ndarray:
+        """World-frame camera points ``[M, 3|6]``: all pixels but the background, or (``crop``)
+        those inside ``workspace_bounds``."""
         cam, size = self.camera_id, self.camera_size
         depth = self._render(cam, size, size, depth=True)
         rgb = self._render(cam, size, size, depth=False) if with_rgb else None
+        fovy, pos, mat = self.model.cam_fovy[cam], self.data.cam_xpos[cam], self.data.cam_xmat[cam]
+        if crop:
+            return depth_to_cropped_world_points(depth, fovy, pos, mat, self.workspace_bounds, rgb)
         far = 0.99 * self.model.vis.map.zfar * self.model.stat.extent
-        return depth_to_world_points(depth, self.model.cam_fovy[cam], self.data.cam_xpos[cam],
-                                     self.data.cam_xmat[cam], rgb=rgb, max_depth=far)
+        return depth_to_world_points(depth, fovy, pos, mat, rgb=rgb, max_depth=far)
 
     # ------------------------------------------------------------------ internals
     def _observe(self) -> dict[str, np.ndarray]:

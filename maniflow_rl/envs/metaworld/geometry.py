@@ -159,8 +159,8 @@ class SceneSurfaceSampler:
                                model.site_bodyid[self._site_ids]])
         static = (model.body_weldid[body] == 0) & (model.body_mocapid[model.body_rootid[body]] < 0)
         if bounds is not None:
-            areas = np.where(static, areas * self._fraction_inside(model, data, shapes, bounds, rng),
-                             areas)
+            inside = self._fraction_inside(model, data, shapes, bounds, rng)
+            areas = np.where(static, areas * inside, areas)
         share = np.round(num_points * areas / areas.sum())
         counts = np.where(areas > 0, np.maximum(min_points_per_shape, share), 0).astype(int)
         self._local = np.concatenate([

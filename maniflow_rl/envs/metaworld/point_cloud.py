@@ -24,6 +24,7 @@ __all__ = [
     "camera_intrinsics",
     "depth_to_camera_points",
     "depth_to_world_points",
+    "depth_to_cropped_world_points",
     "crop_to_workspace",
     "farthest_point_sample",
 ]
@@ -101,6 +102,63 @@ def depth_to_world_points(
         colors = rgb.reshape(-1, 3)
         colors = colors if keep is None else colors[keep]
         points = np.concatenate([points, colors.astype(np.float32) / 255.0], axis=1)
+    return points
+
+
+@functools.lru_cache(maxsize=16)
+def _ray_depth_limits(fovy: float, height: int, width: int, cam_pos: bytes, cam_mat: bytes,
+                      bounds: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World-frame depth-1 rays ``[H*W, 3]`` and, per pixel, the depth interval
+    ``[d_lo, d_hi]`` in which its point lies inside the box (empty if d_lo > d_hi)."""
+    pos = np.frombuffer(cam_pos)
+    rot = np.frombuffer(cam_mat).reshape(3, 3)
+    lo, hi = np.frombuffer(bounds).reshape(2, 3)
+    rays = _pixel_rays(fovy, height, width).astype(np.float64) @ rot.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_lo, t_hi = (lo - pos) / rays, (hi - pos) / rays  # where each slab is crossed
+    inside = (lo <= pos) & (pos <= hi)  # for rays parallel to a slab
+    parallel = rays == 0
+    t_min = np.where(parallel, np.where(inside, -np.inf, np.inf), np.minimum(t_lo, t_hi))
+    t_max = np.where(parallel, np.where(inside, np.inf, -np.inf), np.maximum(t_lo, t_hi))
+    out = (rays.astype(np.float32), t_min.max(axis=1).astype(np.float32),
+           t_max.min(axis=1).astype(np.float32))
+    for arr in out:
+        arr.flags.writeable = False
+    return out
+
+
+def depth_to_cropped_world_points(
+    depth: np.ndarray,
+    fovy: float,
+    cam_pos: Sequence[float] | np.ndarray,
+    cam_mat: np.ndarray,
+    bounds: Sequence[Sequence[float]] | np.ndarray,
+    rgb: np.ndarray | None = None,
+) -> np.ndarray:
+    """``crop_to_workspace(depth_to_world_points(depth, ...), bounds)`` in one cheaper pass.
+
+    A box crop is, along each pixel's ray, an interval of depth; the intervals are cached per
+    camera pose and box, so a frame costs two comparisons per pixel and only the kept pixels are
+    back-projected. Points within float32 rounding (~1e-7 m) of a box face may be decided
+    differently from ``crop_to_workspace``.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
+    pos = np.ascontiguousarray(cam_pos, dtype=np.float64).reshape(3)
+    rot = np.ascontiguousarray(cam_mat, dtype=np.float64).reshape(9)
+    box = np.ascontiguousarray(bounds, dtype=np.float64)
+    if box.shape != (2, 3):
+        raise ValueError("bounds must be [[xmin, ymin, zmin], [xmax, ymax, zmax]], "
+                         f"got shape {box.shape}")
+    rays, d_lo, d_hi = _ray_depth_limits(float(fovy), *depth.shape, pos.tobytes(), rot.tobytes(),
+                                         box.tobytes())
+    flat = depth.reshape(-1)
+    keep = np.flatnonzero((flat >= d_lo) & (flat <= d_hi))
+    points = rays[keep] * flat[keep, None].astype(np.float32) + pos.astype(np.float32)
+    if rgb is not None:
+        colors = np.asarray(rgb).reshape(-1, 3)[keep].astype(np.float32) / 255.0
+        points = np.concatenate([points, colors], axis=1)
     return points
 
 

@@ -59,6 +59,9 @@ class _EnvGroup:
         return _stack([env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)])
 
     def step(self, actions: np.ndarray, next_seeds: Sequence[int]) -> dict[str, Any]:
+        """Step every env; ended ones reset with their ``next_seeds`` entry. ``final_obs`` holds
+        the last observation of the ended envs only (rows ``np.flatnonzero(terminated |
+        truncated)``), to keep the pipe traffic small."""
         n = len(self.envs)
         rewards, success = np.zeros(n, np.float32), np.zeros(n, bool)
         terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
@@ -66,12 +69,13 @@ class _EnvGroup:
         for i, env in enumerate(self.envs):
             obs, rewards[i], terminated[i], truncated[i], info = env.step(actions[i])
             success[i] = info["success"]
-            final_list.append(obs)
             if terminated[i] or truncated[i]:
+                final_list.append(obs)
                 obs, _ = env.reset(seed=int(next_seeds[i]))
             obs_list.append(obs)
-        return {"obs": _stack(obs_list), "final_obs": _stack(final_list), "rewards": rewards,
-                "terminated": terminated, "truncated": truncated, "success": success}
+        return {"obs": _stack(obs_list), "final_obs": _stack(final_list) if final_list else None,
+                "rewards": rewards, "terminated": terminated, "truncated": truncated,
+                "success": success}
 
     def render_rgb(self, index: int, width: int, height: int, camera: Any) -> np.ndarray:
         return self.envs[index].render_rgb(width, height, camera)
@@ -153,7 +157,7 @@ class MetaWorldEnvRunner:
     # ------------------------------------------------------------------ interface
     @property
     def shape_meta(self) -> dict[str, Any]:
-        """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [4]}}`` for building the policy."""
+        """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [4]}}`` for the policy."""
         return self._shape_meta
 
     @property
@@ -179,7 +183,8 @@ class MetaWorldEnvRunner:
         else:
             seeds = np.asarray(seeds, dtype=np.int64).ravel()
             if seeds.shape != (self.num_envs,):
-                raise ValueError(f"seed() needs an int or {self.num_envs} seeds, got {seeds.shape[0]}")
+                raise ValueError(f"seed() needs an int or {self.num_envs} seeds, "
+                                 f"got {seeds.shape[0]}")
             self._env_base = seeds.copy()
         self._episode = np.full(self.num_envs, -1, dtype=np.int64)  # next reset starts episode 0
 
@@ -197,12 +202,19 @@ class MetaWorldEnvRunner:
         self._check_open()
         actions = np.asarray(actions, dtype=np.float32)
         if actions.shape != (self.num_envs, self.action_dim):
-            raise ValueError(f"actions must have shape ({self.num_envs}, {self.action_dim}), got {actions.shape}")
+            raise ValueError(f"actions must have shape ({self.num_envs}, {self.action_dim}), "
+                             f"got {actions.shape}")
         next_seeds = self._episode_seeds(self._episode + 1)
         parts = self._call_all("step", [(actions[b], next_seeds[b].tolist()) for b in self._blocks])
-        out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0] if not key.endswith("obs")}
-        out["obs"], out["final_obs"] = _concat([p["obs"] for p in parts]), _concat([p["final_obs"] for p in parts])
+        out = {key: np.concatenate([p[key] for p in parts])
+               for key in ("rewards", "terminated", "truncated", "success")}
+        out["obs"] = _concat([p["obs"] for p in parts])
         out["dones"] = out["terminated"] | out["truncated"]
+        out["final_obs"] = {key: value.copy() for key, value in out["obs"].items()}
+        ended = [p["final_obs"] for p in parts if p["final_obs"] is not None]
+        if ended:  # rows of non-ended envs keep their current obs (arbitrary per the interface)
+            for key, value in _concat(ended).items():
+                out["final_obs"][key][out["dones"]] = value
         self._episode[out["dones"]] += 1
         return out
 
@@ -246,8 +258,8 @@ class MetaWorldEnvRunner:
 
     # ------------------------------------------------------------------ internals
     def _episode_seeds(self, episodes: np.ndarray) -> np.ndarray:
-        return np.array([derive_episode_seed(b, max(int(k), 0)) for b, k in zip(self._env_base, episodes)],
-                        dtype=np.int64)
+        return np.array([derive_episode_seed(b, max(int(k), 0))
+                         for b, k in zip(self._env_base, episodes)], dtype=np.int64)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -256,7 +268,7 @@ class MetaWorldEnvRunner:
     def _start_workers(self, start_method: str) -> None:
         ctx = mp.get_context(start_method)
         saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-        os.environ.update({k: "1" for k, v in saved.items() if v is None})  # no BLAS oversubscription
+        os.environ.update({k: "1" for k, v in saved.items() if v is None})  # 1 BLAS thread
         try:
             for block in self._blocks:
                 parent_conn, child_conn = ctx.Pipe()
@@ -285,7 +297,8 @@ class MetaWorldEnvRunner:
         try:
             status, payload = conn.recv()
         except EOFError as exc:
-            raise RuntimeError(f"MetaWorld worker {k} closed its pipe (exit code {proc.exitcode})") from exc
+            raise RuntimeError(f"MetaWorld worker {k} closed its pipe "
+                               f"(exit code {proc.exitcode})") from exc
         if status == "error":
             raise RuntimeError(f"MetaWorld worker {k} failed:\n{payload}")
         return payload

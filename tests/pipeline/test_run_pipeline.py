@@ -1,0 +1,75 @@
+"""The whole ``maniflow-rl run`` pipeline on a tiny budget, and resuming a stopped run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maniflow_rl.cli.main import main as cli_main
+
+TINY = [
+    "env.task=metaworld/reach-v3", "env.point_cloud_source=geometry", "env.num_points=64",
+    "env.max_episode_steps=24", "env.num_workers=0",
+    "demos.episodes=2",
+    "policy.horizon=8", "policy.n_obs_steps=2", "policy.n_action_steps=4",
+    "policy.num_inference_steps=2", "policy.n_emb=32", "policy.n_layer=1", "policy.n_head=2",
+    "pretrain.num_epochs=2", "pretrain.batch_size=16", "pretrain.warmup_steps=1",
+    "pretrain.checkpoint_every_epochs=1",
+    "ppo.total_timesteps=64", "ppo.num_envs=2", "ppo.num_steps_per_rollout=4",
+    "ppo.batch_size=4", "ppo.update_epochs=1", "ppo.eval_interval=1", "ppo.eval_episodes=2",
+    "ppo.save_interval=1", "ppo.critic_warmup_iterations=1",
+    "eval.episodes=2", "eval.num_envs=1", "eval.video_episodes=1",
+]
+
+
+def _run(run_dir, *extra):
+    return cli_main(["run", "--out", str(run_dir), "--no-progress", *extra, *TINY])
+
+
+def test_run_pipeline_tiny_budget_writes_complete_report(tmp_path):
+    run_dir = tmp_path / "run"
+    assert _run(run_dir) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["task"] == "metaworld/reach-v3" and report["eval_episodes"] == 2
+    for key in ("success_before", "success_after"):
+        assert 0.0 <= report[key] <= 1.0
+        low, high = report[f"{key}_ci"]
+        assert low <= report[key] <= high
+    assert report["finetune_env_steps"] >= 64
+    assert set(report["stages"]) == {"demos", "pretrain", "eval_pretrain", "finetune",
+                                     "eval_finetune"}
+    assert all(row["wall_s"] > 0 for row in report["stages"].values())
+    assert report["stages"]["eval_pretrain"]["env_steps"] > 0
+    markdown = (run_dir / "report.md").read_text()
+    assert "success rate" in markdown and report["command"] in markdown
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
+    assert (run_dir / report["video"]).stat().st_size > 0
+    assert (run_dir / "finetune" / "latest.pt").is_file()
+
+
+def test_rerun_after_stop_reuses_finished_stages(tmp_path):
+    run_dir = tmp_path / "run"
+    assert _run(run_dir, "--stop-after", "eval_pretrain") == 0
+    stages = json.loads((run_dir / "stages.json").read_text())
+    assert set(stages) == {"demos", "pretrain", "eval_pretrain"}
+    demos_mtime = (run_dir / "demos.zarr").stat().st_mtime_ns
+    checkpoint = run_dir / "pretrain" / "checkpoints" / "latest.pt"
+    pretrain_mtime = checkpoint.stat().st_mtime_ns
+    baseline = (run_dir / "eval_pretrain.json").read_text()
+
+    assert _run(run_dir) == 0
+    assert (run_dir / "demos.zarr").stat().st_mtime_ns == demos_mtime
+    assert checkpoint.stat().st_mtime_ns == pretrain_mtime
+    assert (run_dir / "eval_pretrain.json").read_text() == baseline
+    after = json.loads((run_dir / "stages.json").read_text())
+    assert after["demos"] == stages["demos"] and after["pretrain"] == stages["pretrain"]
+    assert after["finetune"]["done"] and (run_dir / "report.md").is_file()
+
+
+def test_bad_task_and_bad_override_fail_before_work(tmp_path, capsys):
+    assert cli_main(["run", "--out", str(tmp_path / "r"), "--task", "metaworld/pick-plaice"]) == 1
+    assert "pick-place" in capsys.readouterr().err
+    assert cli_main(["run", "--out", str(tmp_path / "r"), "ppo.learning_rat=1"]) == 1
+    assert "learning_rat" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "demos.zarr").exists()
