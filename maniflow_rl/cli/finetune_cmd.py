@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import argparse
 
-from maniflow_rl.cli.config import FinetuneConfig, load_config
+from maniflow_rl.cli.config import load_config
 
 
 def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "finetune", help="PPO fine-tuning of a pretrained checkpoint in MetaWorld",
-        description="Overrides are key=value pairs on FinetuneConfig, e.g. "
-                    "ppo.total_timesteps=200000 ppo.num_envs=8 policy.noise_level=0.3")
+        description="Overrides are key=value pairs on the run config (the same schema as "
+                    "`maniflow-rl run`; its env/ppo/advantage/finetune_policy/eval sections "
+                    "apply), e.g. ppo.total_timesteps=200000 finetune_policy.noise_level=0.3")
     p.add_argument("--checkpoint", required=True, help="pretraining or PPO checkpoint (.pt)")
     p.add_argument("--task", help="metaworld/<task> (default: the checkpoint's task)")
     p.add_argument("--out", required=True, help="output folder (resumes from <out>/latest.pt)")
-    p.add_argument("--config", help="preset name or YAML file")
+    p.add_argument("--config", default="default", help="preset name or YAML file")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     return p
@@ -24,9 +25,10 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_finetune(args) -> int:
     from maniflow_rl.pipeline.finetune import build_finetune_trainer, close_trainer_envs
+    from maniflow_rl.pipeline.run import RunConfig
     from maniflow_rl.utils.checkpoint import load_checkpoint_file
 
-    cfg: FinetuneConfig = load_config(FinetuneConfig, args.config, args.overrides)
+    cfg = load_config(RunConfig, args.config, args.overrides).finetune_config()
     task = args.task
     if task is None:
         payload = load_checkpoint_file(args.checkpoint, expected_kind=("pretrain", "ppo"))

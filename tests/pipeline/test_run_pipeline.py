@@ -9,8 +9,8 @@ import pytest
 from maniflow_rl.cli.main import main as cli_main
 
 TINY = [
-    "env.task=metaworld/reach-v3", "env.point_cloud_source=geometry", "env.num_points=64",
-    "env.max_episode_steps=24", "env.num_workers=0",
+    "env.task=metaworld/button-press-topdown-v3", "env.point_cloud_source=geometry", "env.num_points=64",
+    "env.max_episode_steps=80", "env.num_workers=0",
     "demos.episodes=2",
     "policy.horizon=8", "policy.n_obs_steps=2", "policy.n_action_steps=4",
     "policy.num_inference_steps=2", "policy.n_emb=32", "policy.n_layer=1", "policy.n_head=2",
@@ -31,7 +31,7 @@ def test_run_pipeline_tiny_budget_writes_complete_report(tmp_path):
     run_dir = tmp_path / "run"
     assert _run(run_dir) == 0
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["task"] == "metaworld/reach-v3" and report["eval_episodes"] == 2
+    assert report["task"] == "metaworld/button-press-topdown-v3" and report["eval_episodes"] == 2
     for key in ("success_before", "success_after"):
         assert 0.0 <= report[key] <= 1.0
         low, high = report[f"{key}_ci"]
