@@ -40,6 +40,20 @@ POINT_SPREAD = 0.1
 BLOB_WIDTH = 0.15
 TARGET_MATRIX_SEED = 20240601   # fixed: the task is the same for every env seed
 
+# The example shape_meta of the original specification (robomimic-style keys): an eye-in-hand
+# RGB camera, an xyzrgb point cloud and low-dim robot state; used by tests and examples.
+SEED_SHAPE_META = {
+    "obs": {
+        "robot0_eye_in_hand_image": {"shape": [3, 84, 84], "type": "rgb"},
+        "point_cloud": {"shape": [1024, 6], "type": "point_cloud"},
+        "robot0_eef_pos": {"shape": [3]},
+        "robot0_eef_quat": {"shape": [4]},
+        "robot0_gripper_qpos": {"shape": [2]},
+    },
+    "action": {"shape": [10]},
+}
+
+
 
 def validate_dummy_shape_meta(shape_meta: Mapping[str, Any]) -> None:
     """Raise ValueError if ``shape_meta`` cannot be simulated by the dummy env."""

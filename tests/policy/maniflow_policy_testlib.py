@@ -8,16 +8,7 @@ import torch
 
 from maniflow_rl.policy import ManiFlowPointcloudRLPolicy, ManiFlowPolicyConfig
 
-SEED_SHAPE_META = {
-    "obs": {
-        "robot0_eye_in_hand_image": {"shape": [3, 84, 84], "type": "rgb"},
-        "point_cloud": {"shape": [1024, 6], "type": "point_cloud"},
-        "robot0_eef_pos": {"shape": [3]},
-        "robot0_eef_quat": {"shape": [4]},
-        "robot0_gripper_qpos": {"shape": [2]},
-    },
-    "action": {"shape": [10]},
-}
+from maniflow_rl.envs.dummy import SEED_SHAPE_META  # noqa: E402  (re-exported for the tests)
 # the seed's keys with a smaller image / cloud, to keep the tests fast
 SMALL_SEED_SHAPE_META = {
     "obs": {**SEED_SHAPE_META["obs"],

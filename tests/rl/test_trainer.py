@@ -17,6 +17,7 @@ from maniflow_rl import (
     PPOConfig,
     create_maniflow_ppo_trainer,
 )
+from maniflow_rl.envs.dummy import SEED_SHAPE_META
 from maniflow_rl.utils.checkpoint import CheckpointError
 
 SMALL_SHAPE_META = {
@@ -139,16 +140,6 @@ def test_critic_warmup_freezes_actor(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(critic_before, trainer.critic_params))
 
 
-SEED_SHAPE_META = {
-    "obs": {
-        "robot0_eye_in_hand_image": {"shape": [3, 84, 84], "type": "rgb"},
-        "point_cloud": {"shape": [1024, 6], "type": "point_cloud"},
-        "robot0_eef_pos": {"shape": [3]},
-        "robot0_eef_quat": {"shape": [4]},
-        "robot0_gripper_qpos": {"shape": [2]},
-    },
-    "action": {"shape": [10]},
-}
 
 
 def test_quick_start_basic(tmp_path, monkeypatch):
