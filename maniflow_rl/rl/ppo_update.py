@@ -14,6 +14,7 @@ During critic warm-up only ``L_v`` is optimised (actor weights stay frozen).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -38,6 +39,7 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
     num_samples = data["values"].shape[0]
     device = data["values"].device
     sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)  # per key: per-step diagnostics are not in every mb
     count = 0
     stopped_early = 0.0
     params = critic_params if critic_only else [p for g in optimizer.param_groups for p in g["params"]]
@@ -50,12 +52,13 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
             epoch_kls.append(metrics["approx_kl"])
             for key, value in metrics.items():
                 sums[key] += value
+                counts[key] += 1
             count += 1
         if (not critic_only and config.target_kl is not None
                 and sum(epoch_kls) / len(epoch_kls) > config.target_kl):
             stopped_early = 1.0
             break
-    result = {key: value / max(count, 1) for key, value in sums.items()}
+    result = {key: value / counts[key] for key, value in sums.items()}
     result["explained_variance"] = float(explained_variance(data["values"], data["returns"]))
     result["kl_early_stop"] = stopped_early
     result["num_minibatches"] = float(count)
@@ -85,6 +88,7 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
                         loss_type=config.value_loss_type, huber_delta=config.huber_delta,
                         mask=mb["mask"])
     entropy = out["entropy"].mean()
+    step_stats = _per_denoise_step_kl(logratio.detach(), mb["denoise_inds"])
     if critic_only:
         loss = config.value_coef * v_loss
     else:
@@ -105,5 +109,25 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
         "entropy": float(entropy.detach()),
         "loss": float(loss.detach()),
         "grad_norm": float(grad_norm),
+        "sigma_geometric_mean": float(torch.exp(entropy.detach() - GAUSSIAN_ENTROPY_OFFSET)),
         **{k: float(v) for k, v in pg_info.items()},
+        **step_stats,
     }
+
+
+# entropy of N(mu, sigma^2) per dimension = log(sigma) + 0.5 log(2 pi e)
+GAUSSIAN_ENTROPY_OFFSET = 0.5 * math.log(2 * math.pi * math.e)
+
+
+def _per_denoise_step_kl(logratio: torch.Tensor, denoise_inds: torch.Tensor) -> dict[str, float]:
+    """flow_sde diagnostics: approx_kl of the samples whose stochastic step was k, per k.
+
+    Only for chains with one evaluated step per sample (flow_sde: ``denoise_inds`` repeats it);
+    empty for flow_noise, where every sample evaluates all steps.
+    """
+    steps = denoise_inds[:, 0]
+    if not bool((denoise_inds == steps[:, None]).all()) or bool((steps < 0).any()):
+        return {}
+    per_sample = logratio.reshape(logratio.shape[0], -1)
+    kl = ((per_sample.exp() - 1) - per_sample).mean(1)
+    return {f"approx_kl_step{int(k)}": float(kl[steps == k].mean()) for k in steps.unique()}

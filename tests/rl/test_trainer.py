@@ -188,3 +188,17 @@ def test_scheduled_evaluation_is_deterministic_and_logged(tmp_path):
     again = trainer.evaluate(4)
     # same seeds, no sampling noise, unchanged weights -> the same episodes
     assert again["mean_return"] == pytest.approx(first["eval/mean_return"], abs=1e-6)
+
+
+def test_flow_sde_update_logs_per_denoising_step_kl_and_sigma(tmp_path):
+    trainer = _dummy_trainer(tmp_path, noise_method="flow_sde")
+    trainer.train(num_iterations=1, progress=False)
+    metrics = trainer.history[-1]
+    per_step = [k for k in metrics if k.startswith("train/approx_kl_step")]
+    assert per_step and all(metrics[k] >= 0 for k in per_step)
+    assert {int(k.rsplit("step", 1)[1]) for k in per_step} <= {0, 1}  # K = 2 steps
+    noise_trainer = _dummy_trainer(tmp_path, noise_method="flow_noise")
+    noise_trainer.train(num_iterations=1, progress=False)
+    sigma = noise_trainer.history[-1]["train/sigma_geometric_mean"]
+    assert 0.08 <= sigma <= 0.16  # flow_noise keeps every sigma in [sigma_min, sigma_max]
+    assert not any(k.startswith("train/approx_kl_step") for k in noise_trainer.history[-1])
