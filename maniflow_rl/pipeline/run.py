@@ -193,7 +193,8 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> di
     checkpoint = pretrain_checkpoint(run_dir) if which == "pretrain" else \
         run_dir / "finetune" / "latest.pt"
     payload = load_checkpoint_file(checkpoint, expected_kind=("pretrain", "ppo"))
-    policy = policy_from_checkpoint(payload, cfg.finetune_policy if which == "finetune" else {})
+    # before and after RL the policy samples with the same settings (finetune_policy)
+    policy = policy_from_checkpoint(payload, cfg.finetune_policy)
     video = run_dir / "videos" / f"{which}.mp4" if cfg.eval.video_episodes > 0 else None
     with MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
                             num_workers=cfg.env.num_workers, **cfg.env.env_kwargs()) as runner:

@@ -7,7 +7,7 @@ For every epoch and minibatch::
     L_pi      = mean max(-A r, -A clip(r, 1-eps, 1+eps))        # (+ dual clip)
     L_v       = value loss (MSE / Huber, optionally clipped around the old value)
     L         = L_pi + c_v L_v - c_ent H
-    clip grad-norm, optimizer step; stop the epoch loop once approx_kl > target_kl.
+    clip grad-norm, optimizer step; stop the update once a minibatch's approx_kl > 1.5 target_kl.
 
 During critic warm-up only ``L_v`` is optimised (actor weights stay frozen).
 """
@@ -45,18 +45,19 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
     params = critic_params if critic_only else [p for g in optimizer.param_groups for p in g["params"]]
     for _ in range(config.update_epochs):
         order = torch.randperm(num_samples, generator=generator).to(device)
-        epoch_kls = []
         for start in range(0, num_samples, config.batch_size):
             idx = order[start:start + config.batch_size]
             metrics = _minibatch_step(policy, optimizer, data, idx, config, critic_only, params)
-            epoch_kls.append(metrics["approx_kl"])
             for key, value in metrics.items():
                 sums[key] += value
                 counts[key] += 1
             count += 1
-        if (not critic_only and config.target_kl is not None
-                and sum(epoch_kls) / len(epoch_kls) > config.target_kl):
-            stopped_early = 1.0
+            # KL early stop (SB3 style): the minibatch just stepped on had drifted too far
+            if (not critic_only and config.target_kl is not None
+                    and metrics["approx_kl"] > 1.5 * config.target_kl):
+                stopped_early = 1.0
+                break
+        if stopped_early:
             break
     result = {key: value / counts[key] for key, value in sums.items()}
     result["explained_variance"] = float(explained_variance(data["values"], data["returns"]))

@@ -42,7 +42,8 @@ class MetricLogger:
         parts = [f"step {step}"]
         for key in keys:
             if key in metrics and _is_number(metrics[key]):
-                parts.append(f"{key.split('/')[-1]}={float(metrics[key]):.4g}")
+                name = key if key.startswith("eval/") else key.split("/")[-1]
+                parts.append(f"{name}={float(metrics[key]):.4g}")
         line = " | ".join(parts)
         logger.info(line)
         return line
