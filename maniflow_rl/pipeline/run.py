@@ -160,7 +160,7 @@ def _stage_demos(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any
     summary = generate_demos(cfg.env.task, cfg.demos.episodes, run_dir / "demos.zarr",
                              seed=cfg.demos.seed, max_episode_steps=cfg.env.max_episode_steps,
                              env_kwargs=env_kwargs, progress=progress)
-    return {"env_steps": int(summary.get("total_env_steps", summary.get("steps", 0))),
+    return {"env_steps": int(summary["total_steps"]),
             "summary": _jsonable(summary)}
 
 
