@@ -204,6 +204,10 @@ class AdvantageConfig:
     group_size: int = 1             # GRPO: envs i with equal i // group_size share a reset seed
     grpo_eps: float = 1e-6
     drop_uniform_groups: bool = True
+    # Time-limit endings: True treats them as cut-offs of a longer task (r += gamma V(final));
+    # False treats the limit as part of the task (a fixed-horizon success task: running out of
+    # time is a failure, worth 0), which keeps failing episodes' advantages negative.
+    bootstrap_truncated: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -248,7 +252,7 @@ class ManiFlowAdvantageCalculator:
         """Compute advantages/returns in place on ``batch`` and return it."""
         cfg = self.config
         rewards = batch.rewards
-        if cfg.advantage_type != "grpo":
+        if cfg.advantage_type != "grpo" and cfg.bootstrap_truncated:
             rewards = bootstrap_truncated_rewards(batch.rewards, batch.truncated,
                                                   batch.final_values, cfg.gamma)
         if cfg.advantage_type == CUSTOM_ADVANTAGE_TYPE:

@@ -1,5 +1,7 @@
 """Advantage estimators vs hand-computed numbers and independent naive loops."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -199,3 +201,27 @@ def test_custom_advantage_hook():
     out = RewardAsAdvantage(config).calculate(batch)
     assert torch.allclose(out.advantages[:, 0], torch.tensor([1.0, 2.0 + 0.99 * 5.0],
                                                              dtype=torch.float64))
+
+
+def test_time_limit_as_failure_skips_the_truncation_bootstrap():
+    from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
+    from maniflow_rl.rl.batch import RolloutBatch
+
+    T, N = 2, 1
+    zeros = torch.zeros(T, N)
+    batch = RolloutBatch(
+        obs={"s": torch.zeros(T, N, 1, 1)}, chains=torch.zeros(T, N, 2, 1, 1),
+        denoise_inds=torch.zeros(T, N, 1, dtype=torch.long), actions=torch.zeros(T, N, 1, 1),
+        logprobs=torch.zeros(T, N, 1, 1), values=torch.tensor([[0.5], [0.5]]),
+        rewards=zeros.clone(), dones=torch.tensor([[0.0], [1.0]]),
+        truncated=torch.tensor([[0.0], [1.0]]), final_values=torch.tensor([[0.0], [0.8]]),
+        last_values=torch.zeros(N))
+    common = dict(gamma=0.5, gae_lambda=1.0, normalize_advantages=False)
+    with_bootstrap = ManiFlowAdvantageCalculator(AdvantageConfig(**common)).calculate(
+        dataclasses.replace(batch))
+    as_failure = ManiFlowAdvantageCalculator(AdvantageConfig(
+        **common, bootstrap_truncated=False)).calculate(dataclasses.replace(batch))
+    # bootstrap: r_1 = 0.5 * 0.8 = 0.4 -> returns [0.2, 0.4]; as failure: returns [0, 0]
+    torch.testing.assert_close(with_bootstrap.returns[:, 0], torch.tensor([0.2, 0.4]))
+    torch.testing.assert_close(as_failure.returns[:, 0], torch.tensor([0.0, 0.0]))
+    torch.testing.assert_close(as_failure.advantages[:, 0], torch.tensor([-0.5, -0.5]))
