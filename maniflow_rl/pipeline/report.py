@@ -47,12 +47,23 @@ def plot_learning_curve(history: list[dict[str, float]], baseline: float | None,
     steps, values = series("rollout/return_mean")
     ax_return.plot(steps, values)
     ax_return.set(xlabel="env steps", ylabel="episode return", title="Training return")
+    from matplotlib.ticker import FuncFormatter
+
     for ax in (ax_success, ax_return):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _relative_to(path: str | None, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` when it lies inside it (links in report.md)."""
+    if not path:
+        return None
+    resolved, base = Path(path).resolve(), folder.resolve()
+    return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(path)
 
 
 def _fmt_eval(result: dict[str, Any]) -> str:
@@ -86,9 +97,7 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
         "machine": machine,
         "command": command,
         "learning_curve": curve.name if curve else None,
-        "video": Path(after["video_path"]).relative_to(run_dir.resolve()).as_posix()
-        if after.get("video_path") and Path(after["video_path"]).resolve().is_relative_to(
-            run_dir.resolve()) else after.get("video_path"),
+        "video": _relative_to(after.get("video_path"), run_dir),
         "config": config,
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))

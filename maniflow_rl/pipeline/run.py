@@ -211,11 +211,7 @@ def _stage_finetune(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, 
 
     trainer = build_finetune_trainer(cfg.finetune_config(), pretrain_checkpoint(run_dir),
                                      run_dir / "finetune")
-    baseline = json.loads((run_dir / "eval_pretrain.json").read_text())
     try:
-        if trainer.iteration == 0 and cfg.ppo.eval_episodes > 0:
-            trainer.history.append({"iteration": 0, "global_step": 0,
-                                    "eval/success_rate": baseline["success_rate"]})
         trainer.train(progress=progress)
         if trainer.iteration % cfg.ppo.save_interval != 0:
             trainer.save_checkpoint()
