@@ -50,11 +50,13 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="metaworld/button-press-topdown-v3")
-    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--decisions", type=int, default=25, help="decision points per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--noise-method", default="flow_sde")
+    parser.add_argument("--num-inference-steps", type=int, default=4,
+                        help="K (the default run fine-tunes with K = 4)")
     parser.add_argument("--point-cloud-source", default="camera")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
@@ -63,7 +65,8 @@ def main() -> None:
     with MetaWorldEnvRunner(args.task, num_envs=args.num_envs, seed=0,
                             num_workers=args.num_workers,
                             point_cloud_source=args.point_cloud_source) as runner:
-        policy = ManiFlowPointcloudRLPolicy(runner.shape_meta, noise_method=args.noise_method)
+        policy = ManiFlowPointcloudRLPolicy(runner.shape_meta, noise_method=args.noise_method,
+                                            num_inference_steps=args.num_inference_steps)
         policy.eval()
         collector = ManiFlowRolloutCollector(policy, runner)
         env_steps = args.decisions * policy.n_action_steps * args.num_envs
