@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 from maniflow_rl.envs.base import normalize_step_output, validate_obs_dict
 from maniflow_rl.evaluation.stats import wilson_interval
 from maniflow_rl.evaluation.video import PointCloudPanel, save_video, side_by_side
-from maniflow_rl.utils.checkpoint import CheckpointError, load_checkpoint_file
+from maniflow_rl.utils.checkpoint import CheckpointError, load_checkpoint_file, load_policy_weights
 
 log = logging.getLogger("maniflow_rl")
 DEFAULT_MAX_STEPS = 1000
+# evaluation env seeds = run seed + EVAL_SEED_OFFSET + env index: never a training layout
+EVAL_SEED_OFFSET = 100_000
 
 
 def _policy_device(policy: torch.nn.Module) -> torch.device:
@@ -206,12 +208,7 @@ def load_policy_from_checkpoint(path: str | os.PathLike, use_ema: bool = True,
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}; cannot rebuild the policy")
     policy = ManiFlowPointcloudRLPolicy.from_config(payload["shape_meta"], payload["policy_config"])
-    state = payload.get("ema_state_dict") if use_ema else None
-    try:
-        policy.load_state_dict(state if state is not None else payload["policy_state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit the stored policy "
-                              f"config: {exc}") from exc
+    load_policy_weights(policy, payload, use_ema=use_ema)
     return policy.to(device).eval(), payload
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from maniflow_rl.cli.config import FinetuneConfig
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
-from maniflow_rl.rl.factory import resolve_device
+from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.checkpoint import load_checkpoint_file, load_policy_weights
 
 log = logging.getLogger("maniflow_rl")

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-import torch
 
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.rl.rollout_collector import CollectorConfig
-
-log = logging.getLogger("maniflow_rl")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``cuda`` falls back to CPU (with a warning) on machines without a GPU."""
-    device = torch.device(device or "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        log.warning("device=%s requested but CUDA is not available; using CPU", device)
-        return torch.device("cpu")
-    return device
-
+from maniflow_rl.utils.device import resolve_device
 
 def _to_dict(value: Any) -> dict[str, Any]:
     if value is None:

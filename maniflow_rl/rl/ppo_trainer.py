@@ -41,7 +41,6 @@ CONSOLE_KEYS = ("rollout/return_mean", "rollout/success_rate", "eval/success_rat
                 "train/policy_loss", "train/value_loss", "train/approx_kl", "train/clipfrac",
                 "train/explained_variance", "perf/sps")
 CRITIC_NAME_MARKERS = ("value_head", "critic")
-EVAL_SEED_OFFSET = 100_000  # evaluation episodes never share seeds with training episodes
 
 
 def split_actor_critic_parameters(policy: torch.nn.Module):
@@ -237,7 +236,7 @@ class ManiFlowPPOTrainer:
         if self.eval_fn is not None:
             result = self.eval_fn(self.policy, runner, num_episodes)
         else:
-            from maniflow_rl.evaluation.evaluate import evaluate_policy
+            from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy
 
             result = evaluate_policy(self.policy, runner, num_episodes,
                                      seed=self.config.seed + EVAL_SEED_OFFSET, progress=False)

@@ -33,15 +33,15 @@ from tqdm.auto import tqdm
 
 from maniflow_rl.data.dataset import (PointCloudSequenceDataset, infer_shape_meta,
                                       load_replay_buffer)
-from maniflow_rl.evaluation.evaluate import evaluate_policy, make_env_runner
+from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy, make_env_runner
 from maniflow_rl.train.ema import EMAModel
 from maniflow_rl.train.lr_schedule import cosine_with_warmup
 from maniflow_rl.utils.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("maniflow_rl")
-EVAL_SEED_OFFSET = 100_000  # evaluation env seeds: seed + EVAL_SEED_OFFSET + env index
 
 
 @dataclass
@@ -107,15 +107,6 @@ class PretrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
-    return device
 
 
 def default_policy_factory(shape_meta: dict, policy_config: dict):
