@@ -33,12 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="maniflow-rl", description="PPO fine-tuning of ManiFlow point-cloud flow policies.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, add_name, run_name) in SUBCOMMANDS.items():
+    for module_name, add_name, run_name in SUBCOMMANDS.values():
         module = import_module(module_name)
-        before = set(subparsers.choices)
-        returned = getattr(module, add_name)(subparsers)
-        sub = returned if isinstance(returned, argparse.ArgumentParser) else \
-            subparsers.choices.get(name) or subparsers.choices[(set(subparsers.choices) - before).pop()]
+        sub = getattr(module, add_name)(subparsers)  # every add-parser returns its parser
         sub.set_defaults(_run=getattr(module, run_name))
     return parser
 
@@ -54,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args._run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if args.verbose:
+            raise  # full traceback with -v
         print(f"maniflow-rl {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return int(result) if isinstance(result, int) else 0

@@ -47,7 +47,7 @@ def policy_from_checkpoint(payload: dict[str, Any], overrides: dict[str, Any] | 
     return policy
 
 
-def make_metaworld_eval_fn(cfg: FinetuneConfig, video_dir: Path | None = None):
+def make_metaworld_eval_fn(cfg: FinetuneConfig):
     """Deterministic evaluation with fixed seeds on ``cfg.eval.num_envs`` envs."""
     from maniflow_rl.evaluation.evaluate import evaluate_policy
 

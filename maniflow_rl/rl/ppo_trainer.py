@@ -12,6 +12,7 @@ One iteration (one "rollout" in the seed's wording)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -253,8 +254,8 @@ class ManiFlowPPOTrainer:
             "policy_state_dict": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ppo_config": self.config.to_dict(),
-            "advantage_config": _asdict(self.advantage_config),
-            "collector_config": _asdict(self.collector_config),
+            "advantage_config": dataclasses.asdict(self.advantage_config),
+            "collector_config": dataclasses.asdict(self.collector_config),
             "iteration": self.iteration,
             "global_step": self.global_step,
             "history": self.history,
@@ -302,12 +303,6 @@ def _as_config(cls, value):
     if isinstance(value, dict):
         return config_from_dict(cls, value)
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
-
-
-def _asdict(config) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(config)
 
 
 def _check_shape_meta(saved, current, path) -> None:
