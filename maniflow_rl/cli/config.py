@@ -72,12 +72,18 @@ def resolve_preset(name_or_path: str | None) -> Path | None:
                             f"{available}")
 
 
-def load_config(cls, preset: str | Path | None = None, overrides: list[str] | None = None):
-    """``cls`` defaults <- YAML preset <- ``key=value`` overrides; returns a ``cls`` instance."""
+def load_config(cls, preset: str | Path | list | tuple | None = None,
+                overrides: list[str] | None = None):
+    """``cls`` defaults <- YAML preset(s), in order <- ``key=value`` overrides; returns a ``cls``.
+
+    ``preset`` may be a list: later presets override earlier ones (a task preset holds only what
+    differs from ``default.yaml``)."""
     cfg = OmegaConf.structured(cls)
+    presets = [] if preset is None else list(preset) if isinstance(preset, (list, tuple)) \
+        else [preset]
     try:
-        if preset is not None:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(resolve_preset(str(preset))))
+        for item in presets:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(resolve_preset(str(item))))
         bad = [o for o in overrides or [] if "=" not in o]
         if bad:
             raise ValueError(f"overrides must look like key=value, got {bad}")

@@ -20,8 +20,8 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                     "pretrain.num_epochs=100 env.point_cloud_source=geometry")
     p.add_argument("--task", help="metaworld/<task>; default: the preset's task")
     p.add_argument("--config", default=None,
-                   help="preset name (maniflow_rl/configs/<name>.yaml) or YAML path; default: "
-                        "the task's preset if one exists, else 'default'")
+                   help="preset name (maniflow_rl/configs/<name>.yaml) or YAML path, applied "
+                        "on top of 'default'; default: the task's preset if one exists")
     p.add_argument("--out", help="run directory (default: runs/<task>)")
     p.add_argument("--stop-after", choices=STAGES, help="stop after this stage")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -30,20 +30,23 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def build_run_config(args) -> RunConfig:
+    """``default.yaml`` <- ``--config`` (or the task's preset, if one is shipped) <- overrides."""
     from maniflow_rl.cli.config import resolve_preset
 
-    preset = args.config
-    if preset is None and args.task:
+    presets = [DEFAULT_PRESET]
+    if args.config is not None:
+        presets.append(args.config)
+    elif args.task:
         try:
-            preset = str(resolve_preset(args.task))
+            presets.append(str(resolve_preset(args.task)))
         except FileNotFoundError:
-            preset = DEFAULT_PRESET
+            pass
     overrides = list(args.overrides or [])
     if args.task:
         overrides.append(f"env.task={args.task}")
     if args.out:
         overrides.append(f"run_dir={args.out}")
-    return load_config(RunConfig, preset or DEFAULT_PRESET, overrides)
+    return load_config(RunConfig, presets, overrides)
 
 
 def run_run(args) -> int:

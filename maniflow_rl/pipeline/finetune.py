@@ -15,6 +15,7 @@ from typing import Any
 from maniflow_rl.cli.config import FinetuneConfig
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.utils.device import resolve_device
+from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 from maniflow_rl.utils.checkpoint import load_checkpoint_file, load_policy_weights
 
 log = logging.getLogger("maniflow_rl")
@@ -74,7 +75,10 @@ def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir:
                                 else num_workers,
                                 group_size=cfg.advantage.group_size, **env_kwargs)
     try:
-        _check_env_matches_policy(runner.shape_meta, policy.shape_meta, cfg.env.task)
+        check_shape_meta_compatible(
+            policy.shape_meta, runner.shape_meta, required_name="the policy",
+            provided_name=f"env {cfg.env.task}",
+            hint="set env.num_points / env options to match the pretraining data")
         eval_runner = MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs,
                                          seed=cfg.eval.seed, num_workers=0, **env_kwargs) \
             if ppo.eval_episodes > 0 else None
@@ -97,17 +101,3 @@ def close_trainer_envs(trainer: ManiFlowPPOTrainer) -> None:
         if runner is not None and hasattr(runner, "close"):
             runner.close()
     trainer.close()
-
-
-def _check_env_matches_policy(env_meta: dict, policy_meta: dict, task: str) -> None:
-    for key, spec in policy_meta["obs"].items():
-        if key not in env_meta["obs"]:
-            raise ValueError(f"the policy reads observation '{key}', which {task} does not "
-                             f"provide (env keys: {sorted(env_meta['obs'])})")
-        if list(env_meta["obs"][key]["shape"]) != list(spec["shape"]):
-            raise ValueError(f"observation '{key}': env {task} gives shape "
-                             f"{env_meta['obs'][key]['shape']}, the policy expects {spec['shape']}"
-                             f" (set env.num_points / env options to match the pretraining data)")
-    if list(env_meta["action"]["shape"]) != list(policy_meta["action"]["shape"]):
-        raise ValueError(f"action shape mismatch: env {env_meta['action']['shape']} vs policy "
-                         f"{policy_meta['action']['shape']}")

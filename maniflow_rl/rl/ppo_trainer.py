@@ -35,6 +35,7 @@ from maniflow_rl.utils.checkpoint import (
 )
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
+from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 
 log = logging.getLogger("maniflow_rl")
 
@@ -277,7 +278,10 @@ class ManiFlowPPOTrainer:
         saved step) or a pretraining checkpoint (EMA weights if present: fine-tuning starts)."""
         payload = load_checkpoint_file(path, map_location=self.device,
                                        expected_kind=("ppo", "pretrain"))
-        _check_shape_meta(payload.get("shape_meta"), self.policy.shape_meta, path)
+        if payload.get("shape_meta") is not None:
+            check_shape_meta_compatible(self.policy.shape_meta, payload["shape_meta"], exact=True,
+                                        required_name="this policy",
+                                        provided_name=f"checkpoint {path}")
         load_policy_weights(self.policy, payload)
         if payload["kind"] == "pretrain":
             return payload
@@ -303,14 +307,3 @@ def _as_config(cls, value):
     if isinstance(value, dict):
         return config_from_dict(cls, value)
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
-
-
-def _check_shape_meta(saved, current, path) -> None:
-    if saved is None:
-        return
-    saved_obs = {k: list(v["shape"]) for k, v in saved["obs"].items()}
-    current_obs = {k: list(v["shape"]) for k, v in current["obs"].items()}
-    if saved_obs != current_obs or list(saved["action"]["shape"]) != list(current["action"]["shape"]):
-        raise ValueError(f"checkpoint {path} was trained for shape_meta obs={saved_obs}, "
-                         f"action={saved['action']['shape']}, but this policy has "
-                         f"obs={current_obs}, action={current['action']['shape']}")

@@ -40,6 +40,7 @@ from maniflow_rl.utils.checkpoint import load_checkpoint_file, save_checkpoint_a
 from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
+from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 
 log = logging.getLogger("maniflow_rl")
 
@@ -115,18 +116,6 @@ def default_policy_factory(shape_meta: dict, policy_config: dict):
     return ManiFlowPointcloudRLPolicy(shape_meta, **policy_config)
 
 
-def check_obs_shapes(expected: dict, actual: dict, what: str) -> None:
-    """Raise ValueError if ``actual`` (a shape_meta) lacks a key of ``expected`` or differs."""
-    for key, meta in expected["obs"].items():
-        got = actual.get("obs", {}).get(key)
-        if got is None or list(got["shape"]) != list(meta["shape"]):
-            raise ValueError(
-                f"shape mismatch for observation '{key}': dataset {list(meta['shape'])} vs "
-                f"{what} {None if got is None else list(got['shape'])}")
-    if "action" in actual and list(actual["action"]["shape"]) != list(expected["action"]["shape"]):
-        raise ValueError(f"action shape mismatch: dataset {expected['action']['shape']} vs "
-                         f"{what} {actual['action']['shape']}")
-
 
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
@@ -170,7 +159,8 @@ class _Run:
         if p.n_action_steps > p.horizon - p.n_obs_steps + 1:
             raise ValueError(f"n_action_steps={p.n_action_steps} > horizon - n_obs_steps + 1 = "
                              f"{p.horizon - p.n_obs_steps + 1}")
-        check_obs_shapes(self.shape_meta, p.shape_meta, "policy shape_meta")
+        check_shape_meta_compatible(self.shape_meta, p.shape_meta, required_name="the dataset",
+                                        provided_name="the policy shape_meta")
         self.dataset = PointCloudSequenceDataset(
             buffer, p.horizon, p.n_obs_steps, p.n_action_steps, key_map=cfg.key_map,
             val_ratio=cfg.val_ratio, seed=cfg.seed, max_train_episodes=cfg.max_train_episodes,
@@ -188,7 +178,8 @@ class _Run:
             if env_meta is None:
                 env_meta = {"obs": {k: {"shape": list(np.shape(v)[1:])}
                                     for k, v in self.env_runner.reset().items()}}
-            check_obs_shapes(self.shape_meta, env_meta, f"env of task {cfg.task}")
+            check_shape_meta_compatible(self.shape_meta, env_meta, required_name="the dataset",
+                                        provided_name=f"env of task {cfg.task}")
 
         self.generator = torch.Generator()
         self.loader = torch.utils.data.DataLoader(
@@ -227,7 +218,8 @@ class _Run:
 
     def _restore(self, path: Path) -> None:
         payload = load_checkpoint_file(path, map_location=self.device, expected_kind="pretrain")
-        check_obs_shapes(self.shape_meta, payload["shape_meta"], f"checkpoint {path}")
+        check_shape_meta_compatible(self.shape_meta, payload["shape_meta"],
+                                    required_name="the dataset", provided_name=f"checkpoint {path}")
         if payload["policy_config"] != self.policy.get_config():
             raise ValueError(f"checkpoint {path} was trained with a different policy config; "
                              f"use another output_dir or resume=False")
