@@ -134,3 +134,25 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
     if report["video"]:
         lines += ["", f"Video of the fine-tuned policy: [{report['video']}]({report['video']})"]
     return "\n".join(lines) + "\n"
+
+
+RESULTS_TABLE_HEADER = (
+    "| task | DP3 group | demos | imitation [95 % CI] | after PPO [95 % CI] | gain | "
+    "lowest eval during RL | PPO env steps | wall-clock (total) |\n"
+    "|---|---|---|---|---|---|---|---|---|")
+
+
+def results_table_row(report: dict[str, Any]) -> str:
+    """One markdown row of the README results table from a run's ``report.json``."""
+    from maniflow_rl.envs.metaworld.tasks import task_difficulty
+
+    def pct(value: float, ci: list[float]) -> str:
+        return f"{value:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]"
+
+    task = report["task"]
+    low = report.get("min_eval_success_during_rl")
+    return (f"| {task.split('/')[-1]} | {task_difficulty(task).replace('_', ' ')} | "
+            f"{report['demos']} | {pct(report['success_before'], report['success_before_ci'])} | "
+            f"{pct(report['success_after'], report['success_after_ci'])} | "
+            f"{report['success_gain'] * 100:+.0f} | {'-' if low is None else f'{low:.0%}'} | "
+            f"{report['finetune_env_steps']:,} | {report['total_wall_s'] / 60:.0f} min |")

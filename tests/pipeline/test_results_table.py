@@ -1,0 +1,27 @@
+"""The README results-table row is computed from a run's report.json."""
+
+from __future__ import annotations
+
+from maniflow_rl.pipeline.report import RESULTS_TABLE_HEADER, results_table_row
+
+
+def test_row_has_group_rates_gain_and_budget_in_header_order():
+    report = {"task": "metaworld/stick-push-v3", "demos": 10,
+              "success_before": 0.32, "success_before_ci": [0.208, 0.458],
+              "success_after": 0.7, "success_after_ci": [0.562, 0.809],
+              "success_gain": 0.7 - 0.32, "min_eval_success_during_rl": 0.25,
+              "finetune_env_steps": 153600, "total_wall_s": 3930.0}
+    cells = [c.strip() for c in results_table_row(report).strip("|").split("|")]
+    header = [c.strip() for c in RESULTS_TABLE_HEADER.splitlines()[0].strip("|").split("|")]
+    assert len(cells) == len(header)
+    assert cells == ["stick-push-v3", "very hard", "10", "32% [21%, 46%]", "70% [56%, 81%]",
+                     "+38", "25%", "153,600", "66 min"]
+
+
+def test_row_without_evaluations_during_rl_shows_a_dash():
+    report = {"task": "assembly-v3", "demos": 5, "success_before": 0.5,
+              "success_before_ci": [0.3, 0.7], "success_after": 0.4, "success_after_ci": [0.2, 0.6],
+              "success_gain": -0.1, "min_eval_success_during_rl": None,
+              "finetune_env_steps": 0, "total_wall_s": 59.0}
+    cells = [c.strip() for c in results_table_row(report).strip("|").split("|")]
+    assert cells[1] == "hard" and cells[5] == "-10" and cells[6] == "-" and cells[8] == "1 min"
