@@ -135,6 +135,7 @@ def episode_segment_returns(rewards: Tensor, dones: Tensor) -> tuple[Tensor, Ten
 @register_advantage("grpo")
 def compute_grpo(rewards: Tensor, dones: Tensor, group_ids: Tensor, eps: float = 1e-6,
                  drop_uniform_groups: bool = True, uniform_atol: float = 1e-6,
+                 complete_episodes_only: bool = False,
                  **_unused) -> tuple[Tensor, Tensor, Tensor]:
     """Group-relative advantages (critic-free).
 
@@ -144,8 +145,17 @@ def compute_grpo(rewards: Tensor, dones: Tensor, group_ids: Tensor, eps: float =
     Returns ``(advantages, returns = R, mask)``; with ``drop_uniform_groups`` the mask is 0 for
     every decision point of a group whose episode returns are all equal (within
     ``uniform_atol``): such a group carries no learning signal.
+
+    ``complete_episodes_only``: a segment still running at the rollout end (no done yet) has an
+    unknown outcome, e.g. the next layout an env started after an early success; it is left
+    out of the group statistics and its decision points get mask 0. Otherwise its partial
+    return counts like a finished episode's.
     """
     segment_ids, segment_returns, segment_valid = episode_segment_returns(rewards, dones)
+    if complete_episodes_only:
+        finished = dones.to(torch.long).sum(0)                                # [N] done count
+        segment_index = torch.arange(segment_valid.shape[1], device=rewards.device)
+        segment_valid = segment_valid & (segment_index.unsqueeze(0) < finished.unsqueeze(1))
     _, group_index = torch.unique(group_ids, return_inverse=True)          # [N] -> 0..G-1
     num_groups = int(group_index.max().item()) + 1
     valid = segment_valid.to(rewards.dtype)
@@ -155,7 +165,7 @@ def compute_grpo(rewards: Tensor, dones: Tensor, group_ids: Tensor, eps: float =
         out = torch.zeros(num_groups, dtype=rewards.dtype, device=rewards.device)
         return out.index_add_(0, episode_group.flatten(), (x * valid).flatten())
 
-    count = group_sum(torch.ones_like(segment_returns))
+    count = group_sum(torch.ones_like(segment_returns)).clamp(min=1.0)
     mean = group_sum(segment_returns) / count
     std = torch.sqrt(group_sum((segment_returns - mean[episode_group]) ** 2) / count)
 
@@ -164,7 +174,7 @@ def compute_grpo(rewards: Tensor, dones: Tensor, group_ids: Tensor, eps: float =
     step_group = group_index.unsqueeze(0).expand_as(scores)
     advantages = (scores - mean[step_group]) / (std[step_group] + eps)
 
-    mask = torch.ones_like(rewards)
+    mask = segment_valid[env_index, segment_ids].to(rewards.dtype)         # [T, N]
     if drop_uniform_groups:
         flat_group = episode_group[segment_valid]
         flat_returns = segment_returns[segment_valid]
@@ -172,8 +182,8 @@ def compute_grpo(rewards: Tensor, dones: Tensor, group_ids: Tensor, eps: float =
         group_max = empty.scatter_reduce(0, flat_group, flat_returns, "amax", include_self=False)
         group_min = empty.scatter_reduce(0, flat_group, flat_returns, "amin", include_self=False)
         informative = (group_max - group_min) > uniform_atol
-        mask = informative[step_group].to(rewards.dtype)
-    return advantages, scores, mask
+        mask = mask * informative[step_group].to(rewards.dtype)
+    return advantages * mask, scores, mask
 
 
 def normalize_advantages(advantages: Tensor, mask: Tensor | None = None, eps: float = 1e-8,
@@ -204,6 +214,8 @@ class AdvantageConfig:
     group_size: int = 1             # GRPO: envs i with equal i // group_size share a reset seed
     grpo_eps: float = 1e-6
     drop_uniform_groups: bool = True
+    # GRPO: leave out episodes still running at the rollout end (their outcome is unknown)
+    grpo_complete_episodes_only: bool = True
     # Time-limit endings: True treats them as cut-offs of a longer task (r += gamma V(final));
     # False treats the limit as part of the task (a fixed-horizon success task: running out of
     # time is a failure, worth 0), which keeps failing episodes' advantages negative.
@@ -263,7 +275,8 @@ class ManiFlowAdvantageCalculator:
                 rewards=rewards, values=batch.values, dones=batch.dones,
                 last_values=batch.last_values, group_ids=self.group_ids_for(batch),
                 gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, nstep=cfg.nstep, eps=cfg.grpo_eps,
-                drop_uniform_groups=cfg.drop_uniform_groups)
+                drop_uniform_groups=cfg.drop_uniform_groups,
+                complete_episodes_only=cfg.grpo_complete_episodes_only)
         advantages, returns = result[0], result[1]
         mask = batch.mask if len(result) < 3 else batch.mask * result[2]
         if cfg.normalize_advantages:

@@ -225,3 +225,29 @@ def test_time_limit_as_failure_skips_the_truncation_bootstrap():
     torch.testing.assert_close(with_bootstrap.returns[:, 0], torch.tensor([0.2, 0.4]))
     torch.testing.assert_close(as_failure.returns[:, 0], torch.tensor([0.0, 0.0]))
     torch.testing.assert_close(as_failure.advantages[:, 0], torch.tensor([-0.5, -0.5]))
+
+
+def test_grpo_complete_episodes_only_ignores_running_segments():
+    # same rollout as test_grpo_hand_example; env 2's second episode is still running at the end
+    rewards = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0], [1, 0, 0, 1]], dtype=torch.float64)
+    dones = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0], [1, 1, 0, 1]], dtype=torch.float64)
+    group_ids = torch.tensor([0, 0, 1, 1])
+    adv, _, mask = compute_grpo(rewards, dones, group_ids, eps=1e-9, drop_uniform_groups=False,
+                                complete_episodes_only=True)
+    # group 1 keeps {1 (env 2), 1, 1 (env 3)}: mean 1, std 0 -> advantage 0 everywhere
+    assert torch.equal(mask[:, 2], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    assert torch.equal(mask[:, 3], torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(adv[:, 2:], torch.zeros(3, 2, dtype=torch.float64))
+    assert torch.allclose(adv[:, :2], torch.tensor([[1.0, -1.0]] * 3, dtype=torch.float64))
+    # dropping uniform groups now removes group 1 (all its finished episodes succeeded)
+    _, _, mask = compute_grpo(rewards, dones, group_ids, complete_episodes_only=True)
+    assert torch.equal(mask[:, 2:], torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_grpo_group_without_finished_episodes_is_masked_not_nan():
+    rewards = torch.zeros(2, 2, dtype=torch.float64)
+    dones = torch.tensor([[0, 1], [0, 1]], dtype=torch.float64)
+    adv, _, mask = compute_grpo(rewards, dones, torch.tensor([0, 1]), drop_uniform_groups=False,
+                                complete_episodes_only=True)
+    assert torch.isfinite(adv).all()
+    assert torch.equal(mask[:, 0], torch.zeros(2, dtype=torch.float64))
