@@ -54,6 +54,7 @@ class FinetuneConfig:
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     policy: dict = field(default_factory=dict)  # overrides at fine-tune time (noise_*, K)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    demos: str | None = None   # demo zarr for the BC term (ppo.bc_coef > 0)
 
 
 def resolve_preset(name_or_path: str | None) -> Path | None:

@@ -58,6 +58,24 @@ def make_metaworld_eval_fn(cfg: FinetuneConfig):
     return eval_fn
 
 
+def demo_dataset_for(policy, demos: str | None):
+    """Demo windows shaped like the policy's pretraining data, for the BC term."""
+    from maniflow_rl.data.dataset import PointCloudSequenceDataset
+
+    if not demos or not Path(demos).exists():
+        raise ValueError(f"ppo.bc_coef > 0 needs the demonstrations (demos=<zarr path>); "
+                         f"got {demos!r}")
+    obs_meta = policy.shape_meta["obs"]
+    channels = next((spec["shape"][-1] for spec in obs_meta.values()
+                     if spec.get("type") == "point_cloud"), None)
+    dataset = PointCloudSequenceDataset(demos, policy.horizon, policy.n_obs_steps,
+                                        policy.n_action_steps, obs_keys=list(obs_meta),
+                                        point_cloud_channels=channels)
+    check_shape_meta_compatible(policy.shape_meta, dataset.shape_meta, required_name="the policy",
+                                provided_name=f"demos {demos}")
+    return dataset
+
+
 def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
                            num_workers: int | None = None) -> ManiFlowPPOTrainer:
     """Everything validated before any env process starts."""
@@ -69,6 +87,7 @@ def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir:
     cfg.advantage.validate()
     payload = load_checkpoint_file(checkpoint, expected_kind=("pretrain", "ppo"))
     policy = policy_from_checkpoint(payload, cfg.policy)
+    demo_dataset = demo_dataset_for(policy, cfg.demos) if ppo.bc_coef > 0 else None
     env_kwargs = cfg.env.env_kwargs()
     runner = MetaWorldEnvRunner(cfg.env.task, num_envs=ppo.num_envs, seed=ppo.seed,
                                 num_workers=cfg.env.num_workers if num_workers is None
@@ -86,7 +105,8 @@ def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir:
         runner.close()
         raise
     trainer = ManiFlowPPOTrainer(policy, runner, ppo, cfg.advantage,
-                                 eval_env_runner=eval_runner, eval_fn=make_metaworld_eval_fn(cfg))
+                                 eval_env_runner=eval_runner, eval_fn=make_metaworld_eval_fn(cfg),
+                                 demo_dataset=demo_dataset)
     latest = out_dir / "latest.pt"
     if latest.is_file():
         log.info("resuming fine-tuning from %s", latest)

@@ -73,7 +73,8 @@ class RunConfig:
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(env=self.env, ppo=self.ppo, advantage=self.advantage,
-                              policy=dict(self.finetune_policy), eval=self.eval)
+                              policy=dict(self.finetune_policy), eval=self.eval,
+                              demos=str(self.resolved_run_dir() / "demos.zarr"))
 
     def validate(self) -> "RunConfig":
         from maniflow_rl.envs.metaworld.tasks import resolve_task

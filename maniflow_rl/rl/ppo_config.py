@@ -48,6 +48,9 @@ class PPOConfig:
     lr_schedule: str = "constant"
     lr_warmup_iterations: int = 0
     critic_warmup_iterations: int = 0
+    # --- demo-augmented update (DAPG-style anchor to the demonstrations; 0 = off) ---
+    bc_coef: float = 0.0          # loss += bc_coef * consistency-flow loss on a demo minibatch
+    bc_batch_size: int = 64
     # --- logging / checkpoints / evaluation (seed fields) ---
     wandb_project: str | None = None
     wandb_run_name: str | None = None
@@ -70,6 +73,9 @@ class PPOConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"PPOConfig.{name} must be a positive integer, got {value!r}")
+        if self.bc_coef < 0 or self.bc_batch_size < 1:
+            raise ValueError(f"PPOConfig.bc_coef must be >= 0 and bc_batch_size >= 1, got "
+                             f"{self.bc_coef}, {self.bc_batch_size}")
         if self.eval_episodes < 0:
             raise ValueError("PPOConfig.eval_episodes must be >= 0")
         if not 0 < self.clip_range < 1:

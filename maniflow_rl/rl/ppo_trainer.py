@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
+from maniflow_rl.rl.demo_regularizer import DemoRegularizer
 from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
 from maniflow_rl.rl.ppo_update import ppo_update
 from maniflow_rl.rl.rollout_collector import CollectorConfig, ManiFlowRolloutCollector
@@ -75,7 +76,10 @@ class ManiFlowPPOTrainer:
                  advantage_config: AdvantageConfig | dict | None = None,
                  collector_config: CollectorConfig | dict | None = None,
                  eval_env_runner=None, device: str | torch.device | None = None,
-                 eval_fn: Callable[..., dict] | None = None):
+                 eval_fn: Callable[..., dict] | None = None,
+                 demo_dataset: torch.utils.data.Dataset | None = None):
+        """``demo_dataset`` (windows ``{'obs', 'action'}`` as in pretraining) is required when
+        ``config.bc_coef > 0``: see :mod:`maniflow_rl.rl.demo_regularizer`."""
         self.config = _as_config(PPOConfig, config).validate()
         self.advantage_config = _as_config(AdvantageConfig, advantage_config)
         self.advantage_config.validate()
@@ -103,6 +107,12 @@ class ManiFlowPPOTrainer:
         for group in self.optimizer.param_groups:
             group["initial_lr"] = group["lr"]
         self.eval_fn = eval_fn
+        self.demo_regularizer = None
+        if self.config.bc_coef > 0:
+            if demo_dataset is None:
+                raise ValueError("PPOConfig.bc_coef > 0 needs demo_dataset (the demonstrations)")
+            self.demo_regularizer = DemoRegularizer(demo_dataset, self.policy,
+                                                    self.config.bc_batch_size, self.config.seed)
         self.iteration = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
@@ -159,7 +169,9 @@ class ManiFlowPPOTrainer:
         critic_only = self.iteration < cfg.critic_warmup_iterations
         update_metrics = ppo_update(self.policy, self.optimizer, batch, cfg,
                                     generator=self._generator, critic_only=critic_only,
-                                    critic_params=self.critic_params)
+                                    critic_params=self.critic_params,
+                                    bc_loss_fn=None if self.demo_regularizer is None else
+                                    lambda: self.demo_regularizer.loss(self.policy))
         t_update = time.perf_counter() - t1
         env_steps = int(stats.get("env_steps", self.env_steps_per_iteration))
         self.global_step += env_steps

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -33,8 +33,12 @@ from maniflow_rl.rl.ppo_config import PPOConfig
 
 def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, config: PPOConfig,
                generator: torch.Generator | None = None, critic_only: bool = False,
-               critic_params: list[torch.nn.Parameter] | None = None) -> dict[str, float]:
-    """Run ``update_epochs`` epochs of minibatch PPO on ``batch``; return mean diagnostics."""
+               critic_params: list[torch.nn.Parameter] | None = None,
+               bc_loss_fn: Callable[[], torch.Tensor] | None = None) -> dict[str, float]:
+    """Run ``update_epochs`` epochs of minibatch PPO on ``batch``; return mean diagnostics.
+
+    ``bc_loss_fn`` (optional): the demo imitation loss, added as ``config.bc_coef * bc_loss_fn()``
+    to every actor minibatch (see :mod:`maniflow_rl.rl.demo_regularizer`)."""
     data = batch.flatten()
     num_samples = data["values"].shape[0]
     device = data["values"].device
@@ -47,7 +51,8 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
         order = torch.randperm(num_samples, generator=generator).to(device)
         for start in range(0, num_samples, config.batch_size):
             idx = order[start:start + config.batch_size]
-            metrics = _minibatch_step(policy, optimizer, data, idx, config, critic_only, params)
+            metrics = _minibatch_step(policy, optimizer, data, idx, config, critic_only, params,
+                                      bc_loss_fn)
             for key, value in metrics.items():
                 sums[key] += value
                 counts[key] += 1
@@ -72,7 +77,7 @@ def _select(data: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:
 
 
 def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only: bool,
-                    params) -> dict[str, float]:
+                    params, bc_loss_fn=None) -> dict[str, float]:
     mb = _select(data, idx)
     out = policy.default_forward(
         {"observation": mb["obs"], "chains": mb["chains"], "denoise_inds": mb["denoise_inds"]},
@@ -94,6 +99,10 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
         loss = config.value_coef * v_loss
     else:
         loss = pg_loss + config.value_coef * v_loss - config.entropy_coef * entropy
+    bc_loss = None
+    if bc_loss_fn is not None and not critic_only:
+        bc_loss = bc_loss_fn()
+        loss = loss + config.bc_coef * bc_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -113,6 +122,7 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
         "sigma_geometric_mean": float(torch.exp(entropy.detach() - GAUSSIAN_ENTROPY_OFFSET)),
         **{k: float(v) for k, v in pg_info.items()},
         **step_stats,
+        **({} if bc_loss is None else {"bc_loss": float(bc_loss.detach())}),
     }
 
 
