@@ -18,6 +18,7 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--task", help="metaworld/<task> (default: the checkpoint's task)")
     p.add_argument("--out", required=True, help="output folder (resumes from <out>/latest.pt)")
     p.add_argument("--config", default="default", help="preset name or YAML file")
+    p.add_argument("--demos", help="demo zarr for the demo term (needed when ppo.bc_coef > 0)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     return p
@@ -37,6 +38,7 @@ def run_finetune(args) -> int:
         if not task:
             raise ValueError("the checkpoint does not name its task: pass --task metaworld/<task>")
     cfg.env.task = task
+    cfg.demos = args.demos   # never a run directory's demos picked by default
     trainer = build_finetune_trainer(cfg, args.checkpoint, args.out)
     try:
         trainer.train(progress=not args.no_progress)

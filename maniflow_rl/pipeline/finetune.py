@@ -63,8 +63,8 @@ def demo_dataset_for(policy, demos: str | None):
     from maniflow_rl.data.dataset import PointCloudSequenceDataset
 
     if not demos or not Path(demos).exists():
-        raise ValueError(f"ppo.bc_coef > 0 needs the demonstrations (demos=<zarr path>); "
-                         f"got {demos!r}")
+        raise ValueError(f"ppo.bc_coef > 0 needs the demonstrations: `maniflow-rl finetune "
+                         f"--demos <zarr>` (FinetuneConfig.demos); got {demos!r}")
     obs_meta = policy.shape_meta["obs"]
     channels = next((spec["shape"][-1] for spec in obs_meta.values()
                      if spec.get("type") == "point_cloud"), None)

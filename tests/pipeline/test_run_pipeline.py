@@ -58,7 +58,12 @@ def test_rerun_after_stop_reuses_finished_stages(tmp_path):
     pretrain_mtime = checkpoint.stat().st_mtime_ns
     baseline = (run_dir / "eval_pretrain.json").read_text()
 
-    assert _run(run_dir) == 0
+    # the resumed run fine-tunes as the task presets do: GRPO groups and the demo term
+    assert _run(run_dir, "ppo.bc_coef=1.0", "advantage.advantage_type=grpo",
+                "advantage.group_size=2") == 0
+    metrics = [json.loads(line) for line in
+               (run_dir / "finetune" / "metrics.jsonl").read_text().splitlines()]
+    assert any(m.get("train/bc_loss", 0) > 0 for m in metrics)
     assert (run_dir / "demos.zarr").stat().st_mtime_ns == demos_mtime
     assert checkpoint.stat().st_mtime_ns == pretrain_mtime
     assert (run_dir / "eval_pretrain.json").read_text() == baseline

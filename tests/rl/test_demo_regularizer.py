@@ -109,3 +109,19 @@ def test_bc_coef_needs_demos_and_must_be_non_negative(tmp_path):
         PPOConfig(bc_coef=-1.0).validate()
     with pytest.raises(ValueError, match="demo_dataset"):
         _dummy_trainer(tmp_path, bc_coef=1.0)
+
+
+def test_finetune_demo_dataset_checks_path_and_shapes(demos, tmp_path):
+    from maniflow_rl.pipeline.finetune import demo_dataset_for
+
+    dataset, policy = demos
+    with pytest.raises(ValueError, match="--demos"):
+        demo_dataset_for(policy, None)
+    with pytest.raises(ValueError, match="--demos"):
+        demo_dataset_for(policy, str(tmp_path / "missing.zarr"))
+    path = write_synthetic_dataset(tmp_path / "same.zarr")   # the fixture's layout
+    windows = demo_dataset_for(policy, str(path))
+    assert len(windows) == len(dataset) and windows.shape_meta == dataset.shape_meta
+    other = write_synthetic_dataset(tmp_path / "wide.zarr", num_points=48)
+    with pytest.raises(ValueError, match="point_cloud"):
+        demo_dataset_for(policy, str(other))
