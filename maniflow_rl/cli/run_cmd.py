@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 
 from maniflow_rl.cli.config import load_config
@@ -51,6 +52,8 @@ def build_run_config(args) -> RunConfig:
 
 def run_run(args) -> int:
     cfg = build_run_config(args)
+    # a plain `kill` (SIGTERM) unwinds like Ctrl-C, so the stopped stage's time is recorded
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     command = "maniflow-rl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("maniflow-rl") else "maniflow-rl run " + " ".join(
             shlex.quote(a) for a in (args.overrides or []))
