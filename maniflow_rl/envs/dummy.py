@@ -109,20 +109,27 @@ class ManiFlowDummyEnvRunner:
 
     # ------------------------------------------------------------------ interface
     def seed(self, seeds: int | Sequence[int] | None) -> None:
-        """Seed the next ``reset()`` (a sequence uses its first element)."""
+        """Seed the next ``reset()``: an int seeds the runner's generator; a sequence of
+        ``num_envs`` ints gives env ``i`` the goal drawn from ``seeds[i]`` (equal seeds, equal
+        goals, as envs sharing a layout)."""
         if seeds is not None and not np.isscalar(seeds):
-            seeds = int(np.asarray(seeds).ravel()[0])
+            seeds = [int(s) for s in np.asarray(seeds).ravel()]
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed() needs an int or {self.num_envs} seeds, got {len(seeds)}")
         self._seed = seeds
 
-    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+    def reset(self, seed: int | Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """Start new episodes in all envs; the same seed gives the same observations."""
         if seed is not None:
-            self._seed = seed
+            self.seed(seed)
+        per_env_seeds = None
         if self._seed is not None:
+            per_env_seeds = None if np.isscalar(self._seed) else self._seed
             self._rng = np.random.default_rng(self._seed)
             self._seed = None
         all_envs = np.ones(self.num_envs, dtype=bool)
-        self._goals = self._draw_goals(all_envs)
+        self._goals = self._draw_goals(all_envs) if per_env_seeds is None else np.stack(
+            [np.random.default_rng(s).uniform(-1.0, 1.0, GOAL_DIM) for s in per_env_seeds])
         self._elapsed[:] = 0
         return self._observe(self._goals)
 

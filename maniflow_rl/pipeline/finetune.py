@@ -16,14 +16,16 @@ from maniflow_rl.cli.config import FinetuneConfig
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
-from maniflow_rl.utils.checkpoint import load_checkpoint_file, load_policy_weights
+from maniflow_rl.utils.checkpoint import (checkpoint_identity, load_checkpoint_file,
+                                         load_policy_weights)
 
 log = logging.getLogger("maniflow_rl")
 
 # policy-config keys that may change between pretraining and fine-tuning: they only change how
 # the denoising chain is sampled, not the weights' shapes (the flow_noise head is created fresh).
 FINETUNE_POLICY_KEYS = ("noise_method", "noise_level", "noise_anneal", "noise_params",
-                        "sigma_min", "sigma_max", "num_inference_steps")
+                        "sigma_min", "sigma_max", "num_inference_steps", "sde_steps",
+                        "noise_level_per_step", "chain_logprob")
 
 
 def policy_from_checkpoint(payload: dict[str, Any], overrides: dict[str, Any] | None = None,
@@ -76,6 +78,36 @@ def demo_dataset_for(policy, demos: str | None):
     return dataset
 
 
+def imitation_checkpoint_of(checkpoint: str | Path, payload: dict[str, Any],
+                            required: bool = False) -> dict[str, str] | None:
+    """Identity of the imitation checkpoint behind ``checkpoint``: itself for a pretraining
+    checkpoint; the one a PPO checkpoint recorded (None for an old PPO checkpoint without one,
+    an error if ``required``)."""
+    if payload["kind"] == "pretrain":
+        return checkpoint_identity(checkpoint)
+    identity = payload.get("imitation_checkpoint")
+    if identity is None and required:
+        raise ValueError(f"{checkpoint} does not record the imitation checkpoint it was "
+                         f"fine-tuned from (written by an older maniflow-rl), so the demo term "
+                         f"(ppo.bc_coef > 0) has no imitation teacher; fine-tune from the "
+                         f"imitation checkpoint, or set ppo.bc_coef=0")
+    return identity
+
+
+def imitation_teacher(identity: dict[str, str], overrides: dict[str, Any] | None = None):
+    """The imitation policy of ``identity`` (checked by its sha256), for the demo term."""
+    path = Path(identity["path"])
+    if not path.is_file():
+        raise ValueError(f"the imitation checkpoint {path} that this fine-tuning started from "
+                         f"is gone; the demo term (ppo.bc_coef > 0) anchors to it")
+    if checkpoint_identity(path)["sha256"] != identity["sha256"]:
+        raise ValueError(f"the imitation checkpoint {path} changed since fine-tuning started "
+                         f"from it (sha256 differs); the demo term would anchor to another "
+                         f"policy")
+    return policy_from_checkpoint(load_checkpoint_file(path, expected_kind="pretrain"),
+                                  overrides)
+
+
 def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
                            num_workers: int | None = None) -> ManiFlowPPOTrainer:
     """Everything validated before any env process starts."""
@@ -87,7 +119,10 @@ def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir:
     cfg.advantage.validate()
     payload = load_checkpoint_file(checkpoint, expected_kind=("pretrain", "ppo"))
     policy = policy_from_checkpoint(payload, cfg.policy)
+    imitation = imitation_checkpoint_of(checkpoint, payload, required=ppo.bc_coef > 0)
     demo_dataset = demo_dataset_for(policy, cfg.demos) if ppo.bc_coef > 0 else None
+    teacher = imitation_teacher(imitation, cfg.policy) \
+        if ppo.bc_coef > 0 and payload["kind"] == "ppo" else None
     env_kwargs = cfg.env.env_kwargs()
     runner = MetaWorldEnvRunner(cfg.env.task, num_envs=ppo.num_envs, seed=ppo.seed,
                                 num_workers=cfg.env.num_workers if num_workers is None
@@ -106,7 +141,8 @@ def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir:
         raise
     trainer = ManiFlowPPOTrainer(policy, runner, ppo, cfg.advantage,
                                  eval_env_runner=eval_runner, eval_fn=make_metaworld_eval_fn(cfg),
-                                 demo_dataset=demo_dataset)
+                                 demo_dataset=demo_dataset, demo_teacher=teacher,
+                                 imitation_checkpoint=imitation)
     latest = out_dir / "latest.pt"
     if latest.is_file():
         log.info("resuming fine-tuning from %s", latest)

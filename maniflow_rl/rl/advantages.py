@@ -135,7 +135,7 @@ def episode_segment_returns(rewards: Tensor, dones: Tensor) -> tuple[Tensor, Ten
 @register_advantage("grpo")
 def compute_grpo(rewards: Tensor, dones: Tensor, group_ids: Tensor, eps: float = 1e-6,
                  drop_uniform_groups: bool = True, uniform_atol: float = 1e-6,
-                 complete_episodes_only: bool = False,
+                 complete_episodes_only: bool = False, step_mask: Tensor | None = None,
                  **_unused) -> tuple[Tensor, Tensor, Tensor]:
     """Group-relative advantages (critic-free).
 
@@ -150,8 +150,16 @@ def compute_grpo(rewards: Tensor, dones: Tensor, group_ids: Tensor, eps: float =
     unknown outcome, e.g. the next layout an env started after an early success; it is left
     out of the group statistics and its decision points get mask 0. Otherwise its partial
     return counts like a finished episode's.
+
+    ``step_mask [T, N]`` (optional, the rollout's mask): a segment none of whose decision points
+    has mask 1 (an idle env after its one episode, in a fresh-episode rollout) is no episode.
     """
     segment_ids, segment_returns, segment_valid = episode_segment_returns(rewards, dones)
+    if step_mask is not None:
+        env_index = torch.arange(rewards.shape[1], device=rewards.device).expand_as(segment_ids)
+        live = torch.zeros_like(segment_returns).index_put_(
+            (env_index, segment_ids), step_mask.to(rewards.dtype), accumulate=True)
+        segment_valid = segment_valid & (live > 0)
     if complete_episodes_only:
         finished = dones.to(torch.long).sum(0)                                # [N] done count
         segment_index = torch.arange(segment_valid.shape[1], device=rewards.device)
@@ -276,7 +284,7 @@ class ManiFlowAdvantageCalculator:
                 last_values=batch.last_values, group_ids=self.group_ids_for(batch),
                 gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, nstep=cfg.nstep, eps=cfg.grpo_eps,
                 drop_uniform_groups=cfg.drop_uniform_groups,
-                complete_episodes_only=cfg.grpo_complete_episodes_only)
+                complete_episodes_only=cfg.grpo_complete_episodes_only, step_mask=batch.mask)
         advantages, returns = result[0], result[1]
         mask = batch.mask if len(result) < 3 else batch.mask * result[2]
         if cfg.normalize_advantages:

@@ -4,9 +4,15 @@ DAPG (Rajeswaran et al., 2018) adds the demonstrations' log-likelihood to the po
 for a flow policy the imitation objective is its pretraining loss, so every actor minibatch
 minimizes
 
-    L = L_PPO + bc_coef * L_CF(demo minibatch; teacher = frozen copy of the starting policy)
+    L = L_PPO + bc_coef * L_CF(demo minibatch; teacher = frozen imitation policy)
 
-where ``L_CF`` is the consistency-flow loss (``policy.compute_loss``). Why: the PPO trust
+where ``L_CF`` is the consistency-flow loss at the sampler's own inputs: ``t_k = k / K`` and
+``dt = 1 / K`` for the fine-tuning sampler's K steps (``policy.compute_loss(...,
+on_sampler_grid=True)``), so the anchor constrains exactly the velocities that the rollouts and
+evaluations use (pretraining's loss spends 75 % of its samples at ``dt = 0``, a query the
+K-step sampler never makes). The teacher is the imitation policy the fine-tuning started from,
+also when a run continues from a fine-tuned checkpoint (``pipeline.finetune`` reloads it from
+the identity each PPO checkpoint records). Why: the PPO trust
 region is measured on the one stochastic denoising step of each chain, and changing the
 velocity at early (large-sigma) steps is cheap in that KL while it moves the executed action
 as much as a late step does; on precise tasks (assembly) a few updates drifted the deterministic
@@ -27,8 +33,8 @@ __all__ = ["DemoRegularizer"]
 class DemoRegularizer:
     """Endless shuffled demo minibatches and ``loss(policy)`` = consistency-flow loss on one.
 
-    ``reference``: the policy at the start of fine-tuning; a frozen copy gives the consistency
-    targets, so the anchor is the imitation policy, not the moving one.
+    ``reference``: the imitation policy; a frozen copy gives the consistency targets, so the
+    anchor is the imitation policy, not the moving one.
     """
 
     def __init__(self, dataset: torch.utils.data.Dataset, reference: torch.nn.Module,
@@ -54,5 +60,5 @@ class DemoRegularizer:
 
     def loss(self, policy) -> torch.Tensor:
         batch = self.next_batch()
-        loss, _ = policy.compute_loss(batch, teacher=self.teacher)
+        loss, _ = policy.compute_loss(batch, teacher=self.teacher, on_sampler_grid=True)
         return loss

@@ -37,7 +37,8 @@ class PPOConfig:
     update_epochs: int = 4
     critic_learning_rate: float = 1e-4
     value_coef: float = 0.5
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0            # actor gradient-norm clip
+    critic_max_grad_norm: float = 1.0     # critic gradient-norm clip (clipped separately)
     target_kl: float | None = None
     logprob_level: str = "chunk"
     dual_clip: float | None = None
@@ -76,6 +77,9 @@ class PPOConfig:
         if self.bc_coef < 0 or self.bc_batch_size < 1:
             raise ValueError(f"PPOConfig.bc_coef must be >= 0 and bc_batch_size >= 1, got "
                              f"{self.bc_coef}, {self.bc_batch_size}")
+        if not (self.max_grad_norm > 0 and self.critic_max_grad_norm > 0):
+            raise ValueError(f"PPOConfig.max_grad_norm and critic_max_grad_norm must be > 0, got "
+                             f"{self.max_grad_norm}, {self.critic_max_grad_norm}")
         if self.eval_episodes < 0:
             raise ValueError("PPOConfig.eval_episodes must be >= 0")
         if not 0 < self.clip_range < 1:

@@ -4,6 +4,7 @@ atomic, resumable checkpoints.
 One iteration (one "rollout" in the seed's wording)::
 
     policy.set_noise_progress(iteration)                 # flow_sde noise annealing
+    if GRPO: env_runner.seed(group_layout_seeds(seed, iteration, ...)); fresh episodes
     batch, stats = collector.collect(num_steps_per_rollout)   # RolloutBatch [T, N]
     batch = advantage_calculator.calculate(batch)        # fills advantages / returns / mask
     metrics = ppo_update(policy, optimizer, batch, config)
@@ -28,7 +29,8 @@ from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculat
 from maniflow_rl.rl.demo_regularizer import DemoRegularizer
 from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
 from maniflow_rl.rl.ppo_update import ppo_update
-from maniflow_rl.rl.rollout_collector import CollectorConfig, ManiFlowRolloutCollector
+from maniflow_rl.rl.rollout_collector import (CollectorConfig, ManiFlowRolloutCollector,
+                                              group_layout_seeds)
 from maniflow_rl.utils.checkpoint import (
     load_checkpoint_file,
     load_policy_weights,
@@ -69,6 +71,25 @@ def lr_multiplier(schedule: str, iteration: int, num_iterations: int, warmup: in
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def denoising_step_diagnostics(chains: torch.Tensor, denoise_inds: torch.Tensor,
+                               executed: slice) -> dict[str, float]:
+    """How much each denoising step moves the executed actions: ``mean |x_{k+1} - x_k|`` over
+    the executed slice, per step k (``rollout/step_change_k``), and for the chains whose
+    stochastic step was k (``rollout/noisy_step_change_k``); the mean stochastic step index."""
+    chains = chains.flatten(0, -4)[:, :, executed]                       # [B, K+1, Ca, Da]
+    change = (chains[:, 1:] - chains[:, :-1]).abs().flatten(2).mean(2)   # [B, K]
+    inds = denoise_inds.flatten(0, -2)
+    out = {f"rollout/step_change_k{k}": float(change[:, k].mean())
+           for k in range(change.shape[1])}
+    single = bool((inds == inds[:, :1]).all()) and bool((inds >= 0).all())
+    if single:   # flow_sde: one stochastic step per chain
+        steps = inds[:, 0]
+        out["rollout/sde_step_mean"] = float(steps.float().mean())
+        for k in steps.unique().tolist():
+            out[f"rollout/noisy_step_change_k{k}"] = float(change[steps == k, k].mean())
+    return out
+
+
 class ManiFlowPPOTrainer:
     """PPO fine-tuning of a chain-recording flow policy on an env runner."""
 
@@ -77,9 +98,14 @@ class ManiFlowPPOTrainer:
                  collector_config: CollectorConfig | dict | None = None,
                  eval_env_runner=None, device: str | torch.device | None = None,
                  eval_fn: Callable[..., dict] | None = None,
-                 demo_dataset: torch.utils.data.Dataset | None = None):
+                 demo_dataset: torch.utils.data.Dataset | None = None,
+                 demo_teacher: torch.nn.Module | None = None,
+                 imitation_checkpoint: dict[str, str] | None = None):
         """``demo_dataset`` (windows ``{'obs', 'action'}`` as in pretraining) is required when
-        ``config.bc_coef > 0``: see :mod:`maniflow_rl.rl.demo_regularizer`."""
+        ``config.bc_coef > 0``: see :mod:`maniflow_rl.rl.demo_regularizer`. Its teacher is
+        ``demo_teacher`` (the imitation policy), by default a copy of ``policy`` as given.
+        ``imitation_checkpoint`` (``checkpoint_identity`` of the imitation checkpoint) is stored
+        in every checkpoint, so a continued run can anchor to the same imitation policy."""
         self.config = _as_config(PPOConfig, config).validate()
         self.advantage_config = _as_config(AdvantageConfig, advantage_config)
         self.advantage_config.validate()
@@ -98,6 +124,9 @@ class ManiFlowPPOTrainer:
             self.policy, env_runner, self.collector_config, device=self.device,
             group_size=self.advantage_config.group_size)
         self.advantage_calculator = ManiFlowAdvantageCalculator(self.advantage_config)
+        self.fresh_episode_rollouts = self.advantage_config.advantage_type == "grpo"
+        if self.fresh_episode_rollouts:
+            self._check_grpo_setup()
         self.actor_params, self.critic_params = split_actor_critic_parameters(self.policy)
         groups = [{"params": self.actor_params, "lr": self.config.learning_rate, "name": "actor"}]
         if self.critic_params:
@@ -111,14 +140,35 @@ class ManiFlowPPOTrainer:
         if self.config.bc_coef > 0:
             if demo_dataset is None:
                 raise ValueError("PPOConfig.bc_coef > 0 needs demo_dataset (the demonstrations)")
-            self.demo_regularizer = DemoRegularizer(demo_dataset, self.policy,
+            teacher = self.policy if demo_teacher is None else demo_teacher.to(self.device)
+            self.demo_regularizer = DemoRegularizer(demo_dataset, teacher,
                                                     self.config.bc_batch_size, self.config.seed)
+        self.imitation_checkpoint = imitation_checkpoint
         self.iteration = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
         self._generator = torch.Generator().manual_seed(self.config.seed)
         self._logger: MetricLogger | None = None
         seed_everything(self.config.seed)
+
+    def _check_grpo_setup(self) -> None:
+        """GRPO rollouts are one fresh episode per env, groups seeded alike (rollout_collector)."""
+        group_size = self.advantage_config.group_size
+        if not callable(getattr(self.env_runner, "seed", None)):
+            raise ValueError(f"advantage_type='grpo' needs an env runner with seed(seeds) (one "
+                             f"reset seed per env, so that a group shares its layout); "
+                             f"{type(self.env_runner).__name__} has none")
+        if self.config.num_envs % group_size:
+            raise ValueError(f"PPOConfig.num_envs={self.config.num_envs} must be a multiple of "
+                             f"AdvantageConfig.group_size={group_size} for GRPO")
+        limit = min(int(getattr(self.env_runner, "max_episode_steps", None) or 10**9),
+                    self.collector_config.max_steps_per_episode)
+        needed = math.ceil(limit / self.policy.n_action_steps)
+        if self.config.num_steps_per_rollout != needed:
+            raise ValueError(
+                f"a GRPO rollout is one full episode: with max_episode_steps={limit} and "
+                f"n_action_steps={self.policy.n_action_steps}, set PPOConfig."
+                f"num_steps_per_rollout={needed} (got {self.config.num_steps_per_rollout})")
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -161,7 +211,11 @@ class ManiFlowPPOTrainer:
             self.policy.set_noise_progress(self.iteration)
         t0 = time.perf_counter()
         self.policy.eval()
-        batch, stats = self.collector.collect(cfg.num_steps_per_rollout)
+        if self.fresh_episode_rollouts:   # every group attempts one new layout per rollout
+            self.env_runner.seed(group_layout_seeds(cfg.seed, self.iteration, cfg.num_envs,
+                                                    self.advantage_config.group_size))
+        batch, stats = self.collector.collect(cfg.num_steps_per_rollout,
+                                              fresh_episodes=self.fresh_episode_rollouts)
         t_rollout = time.perf_counter() - t0
         batch = self.advantage_calculator.calculate(batch)
         t1 = time.perf_counter()
@@ -169,6 +223,7 @@ class ManiFlowPPOTrainer:
         critic_only = self.iteration < cfg.critic_warmup_iterations
         update_metrics = ppo_update(self.policy, self.optimizer, batch, cfg,
                                     generator=self._generator, critic_only=critic_only,
+                                    actor_params=self.actor_params,
                                     critic_params=self.critic_params,
                                     bc_loss_fn=None if self.demo_regularizer is None else
                                     lambda: self.demo_regularizer.loss(self.policy))
@@ -200,6 +255,11 @@ class ManiFlowPPOTrainer:
         if len(successes):
             metrics["rollout/success_rate"] = float(np.mean(successes))
         metrics["rollout/reward_per_decision"] = float(batch.rewards.mean())
+        metrics["rollout/mask_fraction"] = float(batch.mask.mean())   # samples with signal
+        if "active_env_steps" in stats:
+            metrics["rollout/active_env_steps"] = float(stats["active_env_steps"])
+        metrics.update(denoising_step_diagnostics(batch.chains, batch.denoise_inds,
+                                                  self.policy.executed_slice))
         metrics["rollout/value_mean"] = float(batch.values.mean())
         metrics["rollout/advantage_std"] = float(batch.advantages.std())
         metrics["train/critic_warmup"] = float(critic_only)
@@ -274,6 +334,7 @@ class ManiFlowPPOTrainer:
             "history": self.history,
             "rng": get_rng_state(),
             "trainer_generator": self._generator.get_state(),
+            "imitation_checkpoint": self.imitation_checkpoint,
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
@@ -308,6 +369,8 @@ class ManiFlowPPOTrainer:
             if payload.get("trainer_generator") is not None:
                 self._generator.set_state(payload["trainer_generator"])
             self.collector.reset()
+            if self.imitation_checkpoint is None:
+                self.imitation_checkpoint = payload.get("imitation_checkpoint")
         return payload
 
 

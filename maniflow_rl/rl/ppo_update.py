@@ -1,13 +1,16 @@
 """One PPO update over a rollout (CleanRL's inner loop, for chain-recording flow policies).
 
-For every epoch and minibatch::
+Samples whose ``mask`` is 0 (idle envs, GRPO groups without signal) carry no gradient; they
+are dropped before minibatching. For every epoch and minibatch::
 
     out       = policy.default_forward({observation, chains, denoise_inds})
     logratio  = agg(out.logprobs) - agg(old_logprobs)          # level: chunk | action | dim
+    approx_kl = mean((r - 1) - log r)
+    if approx_kl > 1.5 target_kl: stop the update (before stepping on this minibatch, as SB3)
     L_pi      = mean max(-A r, -A clip(r, 1-eps, 1+eps))        # (+ dual clip)
     L_v       = value loss (MSE / Huber, optionally clipped around the old value)
-    L         = L_pi + c_v L_v - c_ent H
-    clip grad-norm, optimizer step; stop the update once a minibatch's approx_kl > 1.5 target_kl.
+    L         = L_pi + c_v L_v - c_ent H  (+ bc_coef L_demo)
+    clip the actor's and the critic's gradient norms separately, optimizer step.
 
 During critic warm-up only ``L_v`` is optimised (actor weights stay frozen).
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -33,42 +36,58 @@ from maniflow_rl.rl.ppo_config import PPOConfig
 
 def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, config: PPOConfig,
                generator: torch.Generator | None = None, critic_only: bool = False,
-               critic_params: list[torch.nn.Parameter] | None = None,
-               bc_loss_fn: Callable[[], torch.Tensor] | None = None) -> dict[str, float]:
+               critic_params: Sequence[torch.nn.Parameter] | None = None,
+               bc_loss_fn: Callable[[], torch.Tensor] | None = None,
+               actor_params: Sequence[torch.nn.Parameter] | None = None) -> dict[str, float]:
     """Run ``update_epochs`` epochs of minibatch PPO on ``batch``; return mean diagnostics.
 
+    ``actor_params`` / ``critic_params``: the two parameter sets whose gradient norms are
+    clipped separately (``max_grad_norm``, ``critic_max_grad_norm``); by default the optimizer
+    groups named ``actor`` / ``critic`` (anything unnamed counts as actor).
     ``bc_loss_fn`` (optional): the demo imitation loss, added as ``config.bc_coef * bc_loss_fn()``
     to every actor minibatch (see :mod:`maniflow_rl.rl.demo_regularizer`)."""
+    actor_params, critic_params = _actor_critic_params(optimizer, actor_params, critic_params)
     data = batch.flatten()
-    num_samples = data["values"].shape[0]
+    keep = torch.nonzero(data["mask"] > 0).flatten()
+    num_samples = int(keep.numel())
     device = data["values"].device
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)  # per key: per-step diagnostics are not in every mb
     count = 0
     stopped_early = 0.0
-    params = critic_params if critic_only else [p for g in optimizer.param_groups for p in g["params"]]
-    for _ in range(config.update_epochs):
-        order = torch.randperm(num_samples, generator=generator).to(device)
+    for _ in range(config.update_epochs if num_samples else 0):
+        order = keep[torch.randperm(num_samples, generator=generator).to(device)]
         for start in range(0, num_samples, config.batch_size):
             idx = order[start:start + config.batch_size]
-            metrics = _minibatch_step(policy, optimizer, data, idx, config, critic_only, params,
-                                      bc_loss_fn)
+            metrics = _minibatch_step(policy, optimizer, data, idx, config, critic_only,
+                                      actor_params, critic_params, bc_loss_fn)
             for key, value in metrics.items():
                 sums[key] += value
                 counts[key] += 1
-            count += 1
-            # KL early stop (SB3 style): the minibatch just stepped on had drifted too far
-            if (not critic_only and config.target_kl is not None
-                    and metrics["approx_kl"] > 1.5 * config.target_kl):
+            if metrics["kl_stop"]:
                 stopped_early = 1.0
                 break
+            count += 1
         if stopped_early:
             break
-    result = {key: value / counts[key] for key, value in sums.items()}
+    result = {key: value / counts[key] for key, value in sums.items() if key != "kl_stop"}
     result["explained_variance"] = float(explained_variance(data["values"], data["returns"]))
     result["kl_early_stop"] = stopped_early
     result["num_minibatches"] = float(count)
+    result["active_samples"] = float(num_samples)
     return result
+
+
+def _actor_critic_params(optimizer, actor_params, critic_params):
+    if actor_params is None:
+        critic_ids = {id(p) for p in critic_params or []}
+        by_name = {g.get("name"): g["params"] for g in optimizer.param_groups}
+        if critic_params is None:
+            critic_params = list(by_name.get("critic", []))
+            critic_ids = {id(p) for p in critic_params}
+        actor_params = [p for g in optimizer.param_groups for p in g["params"]
+                        if id(p) not in critic_ids]
+    return list(actor_params), list(critic_params or [])
 
 
 def _select(data: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:
@@ -77,7 +96,8 @@ def _select(data: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:
 
 
 def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only: bool,
-                    params, bc_loss_fn=None) -> dict[str, float]:
+                    actor_params, critic_params, bc_loss_fn=None) -> dict[str, float]:
+    """One minibatch: losses, then (unless the KL limit is already exceeded) one step."""
     mb = _select(data, idx)
     out = policy.default_forward(
         {"observation": mb["obs"], "chains": mb["chains"], "denoise_inds": mb["denoise_inds"]},
@@ -89,12 +109,18 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
     mask = broadcast_to_level(mb["mask"], level, like=logratio)
     pg_loss, pg_info = ppo_policy_loss(logratio, advantages, config.clip_range,
                                        dual_clip=config.dual_clip, mask=mask)
+    diagnostics = {k: float(v) for k, v in pg_info.items()}
+    diagnostics.update(_per_denoise_step_kl(logratio.detach(), mb["denoise_inds"]))
+    # KL early stop (SB3): decided on this minibatch's KL *before* the optimizer steps on it
+    kl_stop = (not critic_only and config.target_kl is not None
+               and diagnostics["approx_kl"] > 1.5 * config.target_kl)
+    if kl_stop:
+        return {**diagnostics, "kl_stop": 1.0}
     v_loss = value_loss(out["values"], mb["values"], mb["returns"],
                         clip_range_value=config.clip_range_value,
                         loss_type=config.value_loss_type, huber_delta=config.huber_delta,
                         mask=mb["mask"])
     entropy = out["entropy"].mean()
-    step_stats = _per_denoise_step_kl(logratio.detach(), mb["denoise_inds"])
     if critic_only:
         loss = config.value_coef * v_loss
     else:
@@ -105,24 +131,25 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
         loss = loss + config.bc_coef * bc_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
     if critic_only:
-        actor = {id(p) for p in params}
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if id(p) not in actor:
-                    p.grad = None
+        for p in actor_params:
+            p.grad = None
+    actor_norm = (torch.zeros(()) if critic_only else
+                  torch.nn.utils.clip_grad_norm_(actor_params, config.max_grad_norm))
+    critic_norm = (torch.nn.utils.clip_grad_norm_(critic_params, config.critic_max_grad_norm)
+                   if critic_params else torch.zeros(()))
     optimizer.step()
     return {
         "policy_loss": float(pg_loss.detach()),
         "value_loss": float(v_loss.detach()),
         "entropy": float(entropy.detach()),
         "loss": float(loss.detach()),
-        "grad_norm": float(grad_norm),
+        "grad_norm": float(actor_norm),
+        "critic_grad_norm": float(critic_norm),
         "sigma_geometric_mean": float(torch.exp(entropy.detach() - GAUSSIAN_ENTROPY_OFFSET)),
-        **{k: float(v) for k, v in pg_info.items()},
-        **step_stats,
+        **diagnostics,
         **({} if bc_loss is None else {"bc_loss": float(bc_loss.detach())}),
+        "kl_stop": 0.0,
     }
 
 

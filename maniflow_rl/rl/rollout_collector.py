@@ -12,6 +12,12 @@ decision point. The new episode's observation history restarts with the reset fr
 lengths, success) count every real env sub-step, masked ones included; an episode is a success
 if any of its sub-steps reported ``success``.
 
+Fresh-episode rollouts (``collect(..., fresh_episodes=True)``, used for GRPO): the runner is
+reset first (the caller seeds it, so that the envs of one group attempt the same layout), and
+each env attempts exactly one episode. Once its episode has ended, the env is idle until the
+rollout ends: the runner still steps it (and auto-resets it), but its decision points get
+``mask = 0``, reward 0 and no done, and its later episodes are not counted in the statistics.
+
 Time limits: on truncation the value of the final observation history (history shifted by the
 ``final_obs`` frame) is recorded in ``final_values`` for bootstrapping. ``max_steps_per_episode``
 is also enforced here: an episode that reaches it without the env ending is truncated for
@@ -48,6 +54,7 @@ class ChunkOutcome:
     rewards: np.ndarray
     dones: np.ndarray
     truncated: np.ndarray
+    counted_steps: int = 0      # sub-steps whose reward counts (summed over envs)
     final_history_envs: list[int] = field(default_factory=list)
     final_histories: list[dict[str, np.ndarray]] = field(default_factory=list)  # [To, *shape]
 
@@ -117,12 +124,14 @@ class ManiFlowRolloutCollector:
         self._episode_success[:] = False
 
     # ------------------------------------------------------------------ one chunk
-    def _execute_chunk(self, actions: np.ndarray, finished: list[dict[str, Any]]) -> ChunkOutcome:
-        """Execute ``actions [N, Ca, Da]`` sub-step by sub-step (see module docstring)."""
+    def _execute_chunk(self, actions: np.ndarray, finished: list[dict[str, Any]],
+                       active: np.ndarray) -> ChunkOutcome:
+        """Execute ``actions [N, Ca, Da]`` sub-step by sub-step (see module docstring); envs
+        outside the bool mask ``active`` are idle: nothing they do is counted."""
         num_envs = self.num_envs
         outcome = ChunkOutcome(rewards=np.zeros(num_envs, np.float32),
                                dones=np.zeros(num_envs, bool), truncated=np.zeros(num_envs, bool))
-        counted = np.ones(num_envs, dtype=bool)   # False after this chunk's first done
+        counted = active.copy()   # False for idle envs and after this chunk's first done
         for sub_step in range(actions.shape[1]):
             step = normalize_step_output(self.env_runner.step(actions[:, sub_step]), num_envs)
             frame = self._frame(step.obs, "env step observation")
@@ -134,6 +143,7 @@ class ManiFlowRolloutCollector:
             ended = step.dones | over_limit
             truncated = step.truncated | over_limit
             outcome.rewards += np.where(counted, step.rewards, 0.0).astype(np.float32)
+            outcome.counted_steps += int(counted.sum())
             outcome.dones |= counted & ended
             outcome.truncated |= counted & truncated
 
@@ -148,7 +158,7 @@ class ManiFlowRolloutCollector:
                     outcome.final_history_envs.append(int(env))
                     outcome.final_histories.append({k: v[env] for k, v in final_history.items()})
 
-            for env in np.flatnonzero(ended):
+            for env in np.flatnonzero(ended & active):
                 finished.append({"env": int(env), "return": float(self._episode_return[env]),
                                  "length": int(self._episode_length[env]),
                                  "success": bool(self._episode_success[env])})
@@ -176,16 +186,21 @@ class ManiFlowRolloutCollector:
             return self.policy.get_value(self._to_policy(histories)).reshape(-1).float()
 
     # ------------------------------------------------------------------ public API
-    def collect(self, num_decision_steps: int,
-                mode: str = "train") -> tuple[RolloutBatch, dict[str, Any]]:
+    def collect(self, num_decision_steps: int, mode: str = "train",
+                fresh_episodes: bool = False) -> tuple[RolloutBatch, dict[str, Any]]:
         """Run ``num_decision_steps`` decision points in every env.
 
-        Returns ``(batch, stats)``; ``stats`` has ``episode_returns`` / ``episode_lengths`` /
-        ``episode_successes`` (lists over episodes finished during this call), ``num_episodes``,
-        ``env_steps`` (sub-steps summed over envs), ``rollout_time`` and ``sps``.
+        ``fresh_episodes``: reset the runner first and let each env attempt one episode, idle
+        after it ends (module docstring). Returns ``(batch, stats)``; ``stats`` has
+        ``episode_returns`` / ``episode_lengths`` / ``episode_successes`` (lists over episodes
+        finished during this call), ``num_episodes``, ``env_steps`` (sub-steps summed over envs),
+        ``active_env_steps`` (those of non-idle envs), ``rollout_time`` and ``sps``.
         """
-        if self._history is None:
+        if self._history is None or fresh_episodes:
             self.reset()
+        active = np.ones(self.num_envs, dtype=bool)
+        active_steps = 0
+        masks = []
         start = time.perf_counter()
         finished: list[dict[str, Any]] = []
         records: dict[str, list] = {name: [] for name in (
@@ -194,7 +209,11 @@ class ManiFlowRolloutCollector:
         bootstrap_steps, bootstrap_envs, bootstrap_histories = [], [], []
         for t in range(num_decision_steps):
             obs, out = self._sample(mode)
-            outcome = self._execute_chunk(out["actions"].detach().cpu().numpy(), finished)
+            masks.append(torch.tensor(active, dtype=torch.float32, device=self.device))
+            outcome = self._execute_chunk(out["actions"].detach().cpu().numpy(), finished, active)
+            active_steps += outcome.counted_steps
+            if fresh_episodes:
+                active &= ~outcome.dones
             records["obs"].append(obs)
             for name in ("chains", "denoise_inds", "actions", "logprobs"):
                 records[name].append(out[name].detach().to(self.device))
@@ -218,6 +237,7 @@ class ManiFlowRolloutCollector:
             final_values=final_values,
             last_values=self._values(self._history).to(self.device),
             group_ids=torch.arange(self.num_envs, device=self.device) // self.group_size,
+            mask=torch.stack(masks),
         )
         elapsed = time.perf_counter() - start
         env_steps = num_decision_steps * self.config.action_chunk_size * self.num_envs
@@ -227,8 +247,19 @@ class ManiFlowRolloutCollector:
             "episode_successes": [e["success"] for e in finished],
             "num_episodes": len(finished),
             "env_steps": env_steps,
+            "active_env_steps": int(active_steps),
             "rollout_time": elapsed,
             "sps": env_steps / max(elapsed, 1e-9),
         }
         self.episode_stats = stats
         return batch, stats
+
+
+def group_layout_seeds(base_seed: int, rollout: int, num_envs: int, group_size: int) -> list[int]:
+    """Reset seeds of one fresh-episode rollout: equal within a group of ``group_size`` envs,
+    new for every ``rollout`` index: ``SeedSequence([base_seed, rollout, group])``."""
+    if group_size < 1 or num_envs % group_size:
+        raise ValueError(f"num_envs={num_envs} must be a multiple of group_size={group_size}")
+    groups = [np.random.SeedSequence([int(base_seed), int(rollout), g]).generate_state(1)[0]
+              for g in range(num_envs // group_size)]
+    return [int(groups[i // group_size]) for i in range(num_envs)]

@@ -10,6 +10,7 @@ target, so a crash never leaves a half-written checkpoint under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -97,3 +98,13 @@ def load_policy_weights(policy, payload: dict[str, Any], use_ema: bool = True) -
         raise CheckpointError(f"checkpoint weights do not fit the policy: missing {bad_missing}, "
                               f"unexpected {list(result.unexpected_keys)}")
     return list(result.missing_keys)
+
+
+def checkpoint_identity(path: str | os.PathLike) -> dict[str, str]:
+    """``{"path": absolute path, "sha256": digest of the file}``: which checkpoint, exactly."""
+    path = Path(path).resolve()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "sha256": digest.hexdigest()}

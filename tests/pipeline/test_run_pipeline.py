@@ -24,7 +24,10 @@ TINY = [
 
 
 def _run(run_dir, *extra):
-    return cli_main(["run", "--out", str(run_dir), "--no-progress", *extra, *TINY])
+    """Options first; ``key=value`` overrides in ``extra`` come after TINY's, so they win."""
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    options = [a for a in extra if a not in overrides]
+    return cli_main(["run", "--out", str(run_dir), "--no-progress", *options, *TINY, *overrides])
 
 
 def test_run_pipeline_tiny_budget_writes_complete_report(tmp_path):
@@ -58,9 +61,12 @@ def test_rerun_after_stop_reuses_finished_stages(tmp_path):
     pretrain_mtime = checkpoint.stat().st_mtime_ns
     baseline = (run_dir / "eval_pretrain.json").read_text()
 
-    # the resumed run fine-tunes as the task presets do: GRPO groups and the demo term
+    # the resumed run fine-tunes as the task presets do: GRPO groups and the demo term; a GRPO
+    # rollout is one 80-step episode (20 chunks); uniform groups kept so that the tiny policy's
+    # all-failing group still gives an update
     assert _run(run_dir, "ppo.bc_coef=1.0", "advantage.advantage_type=grpo",
-                "advantage.group_size=2") == 0
+                "advantage.group_size=2", "ppo.num_steps_per_rollout=20",
+                "advantage.drop_uniform_groups=false", "ppo.critic_warmup_iterations=0") == 0
     metrics = [json.loads(line) for line in
                (run_dir / "finetune" / "metrics.jsonl").read_text().splitlines()]
     assert any(m.get("train/bc_loss", 0) > 0 for m in metrics)

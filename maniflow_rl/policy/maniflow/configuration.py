@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 NOISE_METHODS = ("flow_sde", "flow_noise")
+CHAIN_LOGPROB_REDUCTIONS = ("sum", "mean")
 CRITIC_MODES = ("detached", "separate")
 POINT_SAMPLING_METHODS = ("fps", "stride")
 
@@ -59,6 +60,13 @@ class ManiFlowPolicyConfig:
     noise_params: tuple = (0.7, 0.3, 400)        # flow_sde anneal: (start a, end a, N updates)
     sigma_min: float = 0.08                      # flow_noise std range
     sigma_max: float = 0.16
+    # flow_sde: the stochastic step is drawn from the last ``sde_steps`` denoising steps only
+    # (None = all K); ``noise_level_per_step`` (K values) replaces noise_level step by step
+    sde_steps: int | None = None
+    noise_level_per_step: tuple | None = None
+    # log-prob of a chain with several stochastic steps (flow_noise): "sum" is the chain's
+    # log-likelihood; "mean" divides it by the number of steps (RLinf parity, ALGORITHM.md)
+    chain_logprob: str = "sum"
     # value function (ALGORITHM.md section 4)
     add_value_head: bool = True
     critic_mode: str = "detached"                # "detached" shared encoder | "separate" encoder
@@ -86,7 +94,7 @@ class ManiFlowPolicyConfig:
 
     def __post_init__(self) -> None:
         for name in ("noise_params", "value_hidden_dims", "pointnet_hidden_dims",
-                     "cnn_channels"):
+                     "cnn_channels", "noise_level_per_step"):
             value = getattr(self, name)
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
@@ -120,6 +128,18 @@ class ManiFlowPolicyConfig:
         _check_choice("point_sampling", self.point_sampling, POINT_SAMPLING_METHODS)
         if not self.noise_level > 0:
             raise ValueError(f"noise_level must be > 0, got {self.noise_level}")
+        _check_choice("chain_logprob", self.chain_logprob, CHAIN_LOGPROB_REDUCTIONS)
+        if self.sde_steps is not None and not (
+                isinstance(self.sde_steps, int) and 1 <= self.sde_steps <= self.num_inference_steps):
+            raise ValueError(f"sde_steps must be None or an integer in [1, num_inference_steps="
+                             f"{self.num_inference_steps}], got {self.sde_steps!r}")
+        if self.noise_level_per_step is not None:
+            levels = self.noise_level_per_step
+            if len(levels) != self.num_inference_steps or not all(a > 0 for a in levels):
+                raise ValueError(f"noise_level_per_step must hold num_inference_steps="
+                                 f"{self.num_inference_steps} values > 0, got {levels!r}")
+            if self.noise_anneal:
+                raise ValueError("noise_level_per_step and noise_anneal cannot be combined")
         if len(self.noise_params) != 3:
             raise ValueError(f"noise_params must be (start, end, num_updates), "
                              f"got {self.noise_params!r}")

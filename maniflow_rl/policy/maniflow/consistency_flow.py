@@ -100,7 +100,6 @@ def consistency_flow_loss(model_fn: VelocityFn, teacher_fn: VelocityFn, x1: torc
     n_flow = int(round(cfg.flow_ratio * batch))
     n_cons = batch - n_flow
     x0 = torch.randn(x1.shape, generator=generator, device=device, dtype=x1.dtype)
-
     t_flow = cfg.flow_t_scale * sample_beta(cfg.flow_beta_a, cfg.flow_beta_b, n_flow,
                                             generator, device)
     t_cons = torch.randint(0, cfg.consistency_num_t, (n_cons,), generator=generator,
@@ -108,8 +107,37 @@ def consistency_flow_loss(model_fn: VelocityFn, teacher_fn: VelocityFn, x1: torc
     dt_cons = torch.rand(n_cons, generator=generator, device=device)
     t = torch.cat([t_flow, t_cons]).to(x1.dtype)
     dt = torch.cat([torch.zeros(n_flow, device=device), dt_cons]).to(x1.dtype)
-    x_t = interpolate(x0, x1, t)
+    return velocity_regression_loss(model_fn, teacher_fn, x0, x1, t, dt, n_flow, context,
+                                    cfg.consistency_eps, teacher_context)
 
+
+def sampler_grid_consistency_loss(model_fn: VelocityFn, teacher_fn: VelocityFn,
+                                  x1: torch.Tensor, context: torch.Tensor, num_steps: int,
+                                  eps: float, generator: torch.Generator | None = None,
+                                  teacher_context: torch.Tensor | None = None
+                                  ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The consistency loss at the K-step sampler's own inputs: every sample has
+    ``t = k / K`` with ``k ~ U{0, ..., K-1}`` and ``dt = 1 / K``, the exact ``(t, dt)`` at which
+    the Euler sampler queries ``f``; the target is the teacher's endpoint estimate from
+    ``t' = t + 1/K`` (``x1 - x0`` on the last step, where ``t' = 1``)."""
+    batch, device = x1.shape[0], x1.device
+    x0 = torch.randn(x1.shape, generator=generator, device=device, dtype=x1.dtype)
+    t = (torch.randint(0, num_steps, (batch,), generator=generator, device=device)
+         / num_steps).to(x1.dtype)
+    dt = torch.full((batch,), 1.0 / num_steps, device=device, dtype=x1.dtype)
+    return velocity_regression_loss(model_fn, teacher_fn, x0, x1, t, dt, 0, context, eps,
+                                    teacher_context)
+
+
+def velocity_regression_loss(model_fn: VelocityFn, teacher_fn: VelocityFn, x0: torch.Tensor,
+                             x1: torch.Tensor, t: torch.Tensor, dt: torch.Tensor, n_flow: int,
+                             context: torch.Tensor, eps: float,
+                             teacher_context: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """``mean |f(x_t, t, dt) - target|^2`` where the first ``n_flow`` samples regress the flow
+    target ``x1 - x0`` and the rest the teacher's consistency target (module docstring)."""
+    n_cons = x1.shape[0] - n_flow
+    x_t = interpolate(x0, x1, t)
     targets = [x1[:n_flow] - x0[:n_flow]]
     if n_cons:
         t_next = (t[n_flow:] + dt[n_flow:]).clamp(max=1.0)
@@ -118,7 +146,7 @@ def consistency_flow_loss(model_fn: VelocityFn, teacher_fn: VelocityFn, x1: torc
         with torch.no_grad():
             v_teacher = teacher_fn(x_t_next, t_next, dt[n_flow:], teacher_ctx[n_flow:])
         targets.append(consistency_target(x_t[n_flow:], x_t_next, t[n_flow:], t_next,
-                                          v_teacher, cfg.consistency_eps))
+                                          v_teacher, eps))
     target = torch.cat(targets).detach()
 
     squared_error = (model_fn(x_t, t, dt, context) - target).square()

@@ -16,7 +16,9 @@ Denoising chain (t = 1 is data): ``x_0 ~ N(0, I)``, ``x_{k+1} = step(x_k, t_k = 
 - evaluation: no step is stochastic; ``denoise_inds = -1``, log-probs 0.
 
 ``logprobs [B, Ca, Da]`` = per-element ``log N(x_{k+1}; mu_k, std_k^2)`` on the executed slice,
-averaged over the stochastic ("evaluated") steps. ``default_forward`` re-evaluates exactly those
+summed over the stochastic ("evaluated") steps: the chain's log-likelihood (``chain_logprob=
+"mean"`` divides by the number of steps instead, as RLinf does). flow_sde's stochastic step is
+drawn uniformly from the last ``sde_steps`` denoising steps (default: all K). ``default_forward`` re-evaluates exactly those
 steps from the recorded chain (encoder once, velocity net batched over steps) and, with unchanged
 weights, reproduces the rollout log-probs.
 
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from .configuration import ManiFlowPolicyConfig
-from .consistency_flow import consistency_flow_loss
+from .consistency_flow import consistency_flow_loss, sampler_grid_consistency_loss
 from .dit_x import DiTX
 from .normalizer import LimitsNormalizer
 from .obs_encoder import ObservationEncoder, mlp, obs_type, validate_shape_meta
@@ -164,12 +166,22 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         return self.obs_encoder(self.normalize_obs(obs))
 
     # ------------------------------------------------------------------ transitions
-    def _transition(self, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
+    def flow_sde_noise_level(self, steps: torch.Tensor) -> torch.Tensor | float:
+        """flow_sde ``a`` of denoising steps ``steps [B]``: ``noise_level_per_step[k]`` when set,
+        else :meth:`current_noise_level`."""
+        levels = self.config.noise_level_per_step
+        if levels is None:
+            return self.current_noise_level()
+        table = torch.tensor(levels, dtype=torch.float32, device=steps.device)
+        return table[steps.long()].view(-1, *([1] * 2))
+
+    def _transition(self, x: torch.Tensor, steps: torch.Tensor, v: torch.Tensor,
                     features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the stochastic step ``x_k -> x_{k+1}`` at times ``t [B]``."""
+        """Mean and std of the stochastic step ``x_k -> x_{k+1}`` of denoising steps ``k [B]``."""
         dt = 1.0 / self.num_inference_steps
+        t = self._step_times(steps)
         if self.noise_method == "flow_sde":
-            return flow_sde_transition(x, v, t, dt, self.current_noise_level())
+            return flow_sde_transition(x, v, t, dt, self.flow_sde_noise_level(steps))
         std = flow_noise_std(self.noise_head(features), self.config.sigma_min,
                              self.config.sigma_max)
         return euler_step(x, v, dt), std
@@ -184,7 +196,8 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         if mode == "eval":
             return torch.full((batch, k), -1, dtype=torch.long, device=self.device)
         if self.noise_method == "flow_sde":
-            step = torch.randint(0, k, (batch, 1), generator=generator, device=self.device)
+            first = k - (self.config.sde_steps or k)
+            step = torch.randint(first, k, (batch, 1), generator=generator, device=self.device)
             return step.expand(batch, k).contiguous()
         return torch.arange(k, device=self.device).expand(batch, k).contiguous()
 
@@ -209,12 +222,12 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         chain, logprob_sum = [x], torch.zeros_like(x[:, self.executed_slice])
         num_stochastic = torch.zeros(batch, device=self.device)
         for k in range(k_steps):
-            t = self._step_times(torch.full((batch,), k, device=self.device))
-            v, features = self.model(x, t, dt, context)
+            steps = torch.full((batch,), k, device=self.device)
+            v, features = self.model(x, self._step_times(steps), dt, context)
             x_next = euler_step(x, v, dt)
             is_stochastic = (denoise_inds == k).any(1)
             if is_stochastic.any():
-                mu, std = self._transition(x, t, v, features)
+                mu, std = self._transition(x, steps, v, features)
                 noise = torch.randn(x.shape, generator=generator, device=self.device)
                 mask = is_stochastic.view(-1, 1, 1)
                 x_next = torch.where(mask, mu + std * noise, x_next)
@@ -223,8 +236,9 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
             x = x_next
             chain.append(x)
             num_stochastic = num_stochastic + is_stochastic
-        mean_logprobs = logprob_sum / num_stochastic.clamp_min(1).view(-1, 1, 1)
-        return torch.stack(chain, 1), denoise_inds, mean_logprobs
+        if self.config.chain_logprob == "mean":
+            logprob_sum = logprob_sum / num_stochastic.clamp_min(1).view(-1, 1, 1)
+        return torch.stack(chain, 1), denoise_inds, logprob_sum
 
     # ------------------------------------------------------------------ policy interface
     @torch.no_grad()
@@ -272,15 +286,17 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         context, pooled = self.obs_encoder(obs_n)
         x_k = _gather_steps(chains, steps).flatten(0, 1)                    # [B*S, H, Da]
         x_next = _gather_steps(chains, steps + 1).flatten(0, 1)
-        t = self._step_times(steps.flatten())
-        v, features = self.model(x_k, t, 1.0 / k_steps, context)            # context repeated
-        mu, std = self._transition(x_k, t, v, features)
+        flat_steps = steps.flatten()
+        v, features = self.model(x_k, self._step_times(flat_steps), 1.0 / k_steps, context)
+        mu, std = self._transition(x_k, flat_steps, v, features)             # context repeated
         chunk = self.executed_slice
         logprobs = gaussian_log_prob(x_next, mu, std)[:, chunk]
         entropy = gaussian_entropy(std.expand_as(mu))[:, chunk]
         values = (self._values(obs_n, pooled) if compute_values
                   else torch.zeros(batch, device=self.device))
-        return {"logprobs": logprobs.unflatten(0, (batch, num_steps)).mean(1),
+        per_step = logprobs.unflatten(0, (batch, num_steps))
+        return {"logprobs": per_step.mean(1) if self.config.chain_logprob == "mean"
+                else per_step.sum(1),
                 "values": values,
                 "entropy": entropy.reshape(batch, -1).mean(1, keepdim=True)}
 
@@ -303,9 +319,12 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
 
     def compute_loss(self, batch: Mapping[str, Any],
                      teacher: "ManiFlowPointcloudRLPolicy | None" = None,
-                     generator: torch.Generator | None = None
+                     generator: torch.Generator | None = None, on_sampler_grid: bool = False
                      ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Consistency flow loss on normalized obs/actions; ``teacher`` = EMA copy (or self)."""
+        """Consistency flow loss on normalized obs/actions; ``teacher`` = EMA copy (or self).
+
+        ``on_sampler_grid``: only at the sampler's own ``(t_k = k/K, dt = 1/K)``, K =
+        ``num_inference_steps`` (``sampler_grid_consistency_loss``; the demo term of PPO)."""
         obs_n = self.normalize_obs(batch["obs"])
         action = torch.as_tensor(batch["action"], device=self.device).float()
         expected = (action.shape[0], self.horizon, self.action_dim)
@@ -318,11 +337,15 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         if teacher is not self:
             with torch.no_grad():
                 teacher_context = teacher.encode_obs(batch["obs"])[0]
-        return consistency_flow_loss(
-            lambda x, t, dt, c: self.model(x, t, dt, c)[0],
-            lambda x, t, dt, c: teacher.model(x, t, dt, c)[0],
-            self.normalizer.normalize("action", action), context, self.config, generator,
-            teacher_context=teacher_context)
+        student_fn = lambda x, t, dt, c: self.model(x, t, dt, c)[0]  # noqa: E731
+        teacher_fn = lambda x, t, dt, c: teacher.model(x, t, dt, c)[0]  # noqa: E731
+        x1 = self.normalizer.normalize("action", action)
+        if on_sampler_grid:
+            return sampler_grid_consistency_loss(
+                student_fn, teacher_fn, x1, context, self.num_inference_steps,
+                self.config.consistency_eps, generator, teacher_context=teacher_context)
+        return consistency_flow_loss(student_fn, teacher_fn, x1, context, self.config, generator,
+                                     teacher_context=teacher_context)
 
 
 def _gather_steps(chains: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
