@@ -1,11 +1,12 @@
-"""maniflow-rl: online RL (PPO) fine-tuning of ManiFlow point-cloud flow policies.
+"""maniflow-rl: online RL fine-tuning of ManiFlow point-cloud flow policies (PPO, and DSRL:
+off-policy steering of the frozen policy through its initial noise).
 
 Public API (names from the original specification)::
 
     from maniflow_rl import (create_maniflow_ppo_trainer, ManiFlowPPOTrainer, PPOConfig,
                              AdvantageConfig, ManiFlowAdvantageCalculator,
                              ManiFlowRolloutCollector, ManiFlowPointcloudRLPolicy,
-                             ManiFlowDummyEnvRunner)
+                             ManiFlowDummyEnvRunner, DSRLConfig, ManiFlowDSRLTrainer)
 
 Names are imported lazily, so ``import maniflow_rl.data`` does not pull in torch models.
 """
@@ -26,6 +27,8 @@ _EXPORTS = {
     "PPOConfig": "maniflow_rl.rl.ppo_config",
     "ManiFlowPPOTrainer": "maniflow_rl.rl.ppo_trainer",
     "create_maniflow_ppo_trainer": "maniflow_rl.rl.factory",
+    "DSRLConfig": "maniflow_rl.rl.dsrl",
+    "ManiFlowDSRLTrainer": "maniflow_rl.rl.dsrl",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,13 +1,14 @@
-"""Rollouts, advantages and PPO for chain-recording flow policies."""
+"""Rollouts, advantages and PPO for chain-recording flow policies; DSRL latent steering."""
 
 from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
 from maniflow_rl.rl.batch import RolloutBatch
+from maniflow_rl.rl.dsrl import DSRLConfig, ManiFlowDSRLTrainer
 from maniflow_rl.rl.factory import create_maniflow_ppo_trainer
 from maniflow_rl.rl.ppo_config import PPOConfig
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.rl.rollout_collector import CollectorConfig, ManiFlowRolloutCollector
 
 __all__ = [
-    "AdvantageConfig", "CollectorConfig", "ManiFlowAdvantageCalculator", "ManiFlowPPOTrainer",
+    "AdvantageConfig", "CollectorConfig", "DSRLConfig", "ManiFlowDSRLTrainer", "ManiFlowAdvantageCalculator", "ManiFlowPPOTrainer",
     "ManiFlowRolloutCollector", "PPOConfig", "RolloutBatch", "create_maniflow_ppo_trainer",
 ]

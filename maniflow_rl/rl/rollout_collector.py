@@ -186,6 +186,25 @@ class ManiFlowRolloutCollector:
             return self.policy.get_value(self._to_policy(histories)).reshape(-1).float()
 
     # ------------------------------------------------------------------ public API
+    def observation(self) -> dict[str, Tensor]:
+        """The policy input of the current decision point: ``{key: [N, To, *shape]}``."""
+        if self._history is None:
+            self.reset()
+        return self._to_policy(self._history)
+
+    def execute(self, actions: np.ndarray) -> tuple[ChunkOutcome, list[dict[str, Any]]]:
+        """Execute one chunk ``actions [N, Ca, Da]`` in every env (module docstring); return
+        the outcome and the episodes that finished in it. For off-policy collection."""
+        expected = (self.num_envs, self.config.action_chunk_size, self.policy.action_dim)
+        if tuple(np.shape(actions)) != expected:
+            raise ValueError(f"actions have shape {tuple(np.shape(actions))}, expected {expected}")
+        if self._history is None:
+            self.reset()
+        finished: list[dict[str, Any]] = []
+        outcome = self._execute_chunk(np.asarray(actions), finished,
+                                      np.ones(self.num_envs, dtype=bool))
+        return outcome, finished
+
     def collect(self, num_decision_steps: int, mode: str = "train",
                 fresh_episodes: bool = False) -> tuple[RolloutBatch, dict[str, Any]]:
         """Run ``num_decision_steps`` decision points in every env.

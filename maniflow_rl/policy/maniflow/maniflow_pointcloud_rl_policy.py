@@ -211,14 +211,16 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
             return denoise_inds[:, :1]
         return denoise_inds
 
-    def _denoise(self, context: torch.Tensor, mode: str, generator: torch.Generator | None
+    def _denoise(self, context: torch.Tensor, mode: str, generator: torch.Generator | None,
+                 x0: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the K-step chain; return ``chains, denoise_inds, logprobs [B, Ca, Da]``."""
+        """Run the K-step chain from ``x0`` (default ``N(0, I)``); return ``chains,
+        denoise_inds, logprobs [B, Ca, Da]``."""
         batch, k_steps = context.shape[0], self.num_inference_steps
         dt = 1.0 / k_steps
         denoise_inds = self._rollout_denoise_inds(batch, mode, generator)
-        x = torch.randn(batch, self.horizon, self.action_dim, generator=generator,
-                        device=self.device)
+        x = x0 if x0 is not None else torch.randn(batch, self.horizon, self.action_dim,
+                                                  generator=generator, device=self.device)
         chain, logprob_sum = [x], torch.zeros_like(x[:, self.executed_slice])
         num_stochastic = torch.zeros(batch, device=self.device)
         for k in range(k_steps):
@@ -266,6 +268,22 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         """
         context, _ = self.encode_obs(obs)
         chains, _, _ = self._denoise(context, "eval", generator)
+        action_pred = self.normalizer.unnormalize("action", chains[:, -1])
+        return {"action": action_pred[:, self.executed_slice], "action_pred": action_pred}
+
+    @torch.no_grad()
+    def actions_from_noise(self, context: torch.Tensor, noise: torch.Tensor
+                           ) -> dict[str, torch.Tensor]:
+        """Deterministic Euler chain from the given initial noise ``x_0 = noise [B, H, Da]``
+        (normalized action space), conditioned on encoded ``context`` (:meth:`encode_obs`).
+
+        The map ``noise -> action`` that latent-space steering (DSRL) acts through; with
+        ``noise ~ N(0, I)`` it is :meth:`predict_action`. Returns ``action [B, Ca, Da]`` and
+        ``action_pred [B, H, Da]``, unnormalized."""
+        expected = (context.shape[0], self.horizon, self.action_dim)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"noise has shape {list(noise.shape)}, expected {list(expected)}")
+        chains, _, _ = self._denoise(context, "eval", None, x0=noise.to(self.device).float())
         action_pred = self.normalizer.unnormalize("action", chains[:, -1])
         return {"action": action_pred[:, self.executed_slice], "action_pred": action_pred}
 

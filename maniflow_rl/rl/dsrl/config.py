@@ -1,0 +1,99 @@
+"""Typed configuration of the off-policy latent-steering trainer (DSRL).
+
+Shared with :class:`~maniflow_rl.rl.ppo_config.PPOConfig` (same meaning): ``total_timesteps``
+(env steps), ``num_envs``, ``save_path``, ``save_interval`` / ``eval_interval`` /
+``log_interval`` (here counted in **vector steps**, one chunk in every env), ``eval_episodes``,
+``device``, ``seed``.
+
+Units: a transition is one executed action chunk (``Ca = n_action_steps`` env steps);
+``gamma`` is the per-env-step discount, so a transition is discounted by ``gamma ** Ca``
+(``gamma ** (Ca * n)`` for an n-step transition). ``utd_ratio`` counts gradient steps per
+collected transition: each vector step adds ``num_envs`` transitions and runs
+``round(utd_ratio * num_envs)`` gradient steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DSRL_VARIANTS = ("na", "sac")
+
+
+@dataclass
+class DSRLConfig:
+    variant: str = "na"                 # "na": noise aliasing (Q^A + distilled Q^W) | "sac"
+    # --- budget (PPOConfig's meaning) ---
+    total_timesteps: int = 100_000
+    num_envs: int = 8
+    warmup_steps: int = 2_000           # env steps with w ~ N(0, I) (the imitation policy)
+    # --- updates ---
+    utd_ratio: float = 0.5              # gradient steps per collected transition
+    batch_size: int = 256
+    actor_learning_rate: float = 3e-4
+    critic_learning_rate: float = 3e-4
+    gamma: float = 0.99                 # per env step; a chunk transition: gamma ** Ca
+    nstep: int = 1                      # n-step transitions (in chunks)
+    tau: float = 0.005                  # Polyak rate of the target critics
+    num_critics: int = 2
+    hidden_dims: tuple = (256, 256, 256)   # LayerNorm MLPs (the reference: 3 x 2048 on a GPU)
+    noise_bound: float = 1.5            # w = noise_bound * tanh(u)
+    alpha: float = 0.3                  # entropy temperature (fixed unless auto_alpha)
+    auto_alpha: bool = False
+    target_entropy: float | None = 0.0  # with auto_alpha; None = -dim(w)
+    num_alias_noises: int = 4           # NA: (w ~ N(0, I), f(s, w)) pairs stored per state
+    distill_steps: int = 1              # NA: Q^W distillation steps per gradient step
+    # --- replay ---
+    buffer_size: int = 200_000
+    demo_fraction: float = 0.25         # share of each batch drawn from demos (NA, if any)
+    # --- logging / checkpoints / evaluation (PPOConfig's meaning, in vector steps) ---
+    save_interval: int = 50
+    save_path: str = "checkpoints/maniflow_dsrl"
+    log_interval: int = 10
+    eval_interval: int = 100
+    eval_episodes: int = 10
+    log_dir: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden_dims, list):
+            self.hidden_dims = tuple(self.hidden_dims)
+
+    def validate(self) -> "DSRLConfig":
+        """Raise ``ValueError`` naming the field for any inconsistent value."""
+        if self.variant not in DSRL_VARIANTS:
+            raise ValueError(f"DSRLConfig.variant must be one of {DSRL_VARIANTS}, "
+                             f"got {self.variant!r}")
+        for name in ("total_timesteps", "num_envs", "batch_size", "nstep", "num_critics",
+                     "num_alias_noises", "buffer_size", "save_interval", "log_interval",
+                     "eval_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"DSRLConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "eval_episodes", "distill_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DSRLConfig.{name} must be >= 0")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"need 0 <= gamma <= 1 and 0 < tau <= 1, got {self.gamma}, "
+                             f"{self.tau}")
+        if not (self.utd_ratio > 0 and self.noise_bound > 0 and self.alpha >= 0):
+            raise ValueError("utd_ratio and noise_bound must be > 0 and alpha >= 0")
+        if not 0.0 <= self.demo_fraction < 1.0:
+            raise ValueError(f"DSRLConfig.demo_fraction must be in [0, 1), "
+                             f"got {self.demo_fraction}")
+        if self.actor_learning_rate <= 0 or self.critic_learning_rate <= 0:
+            raise ValueError("learning rates must be > 0")
+        if not self.hidden_dims or any(int(h) < 1 for h in self.hidden_dims):
+            raise ValueError(f"DSRLConfig.hidden_dims must be positive ints, "
+                             f"got {self.hidden_dims!r}")
+        if self.buffer_size < self.batch_size:
+            raise ValueError("DSRLConfig.buffer_size must be >= batch_size")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["hidden_dims"] = list(self.hidden_dims)
+        return out

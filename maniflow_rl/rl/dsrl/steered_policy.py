@@ -1,0 +1,65 @@
+"""The frozen flow policy steered by a latent actor, behind the policy interface.
+
+``features(obs)`` are what the actor and the critics read: the frozen encoder's pooled tokens
+``[B, 2D]`` and the normalized low-dim observation keys of the newest frame. The actor never
+sees anything else (no privileged state).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from maniflow_rl.rl.dsrl.networks import LatentActor
+
+
+class LatentSteeredPolicy(nn.Module):
+    """``predict_action(obs)``: the actor's mean noise ``w(s)`` through the frozen policy."""
+
+    def __init__(self, policy: nn.Module, actor: LatentActor):
+        super().__init__()
+        self.policy, self.actor = policy, actor
+        self.shape_meta = policy.shape_meta
+        self.horizon, self.action_dim = policy.horizon, policy.action_dim
+        self.n_obs_steps, self.n_action_steps = policy.n_obs_steps, policy.n_action_steps
+        self.low_dim_keys = [k for k, spec in policy.shape_meta["obs"].items()
+                             if spec.get("type", "low_dim") == "low_dim"]
+
+    @property
+    def feature_dim(self) -> int:
+        low_dim = sum(int(torch.tensor(self.shape_meta["obs"][k]["shape"]).prod())
+                      for k in self.low_dim_keys)
+        return self.policy.obs_encoder.pooled_dim + low_dim
+
+    @property
+    def noise_dim(self) -> int:
+        return self.horizon * self.action_dim
+
+    @torch.no_grad()
+    def features(self, obs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(context [B, To*L, D], features [B, F])`` of raw observations ``[B, To, ...]``."""
+        obs_n = self.policy.normalize_obs(obs)
+        context, pooled = self.policy.obs_encoder(obs_n)
+        low = [obs_n[k][:, -1].flatten(1) for k in self.low_dim_keys]
+        return context, torch.cat([pooled, *low], dim=-1)
+
+    @torch.no_grad()
+    def actions(self, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Unnormalized executed chunk ``[B, Ca, Da]`` for flat noises ``[B, H*Da]``."""
+        shaped = noise.reshape(-1, self.horizon, self.action_dim)
+        return self.policy.actions_from_noise(context, shaped)["action"]
+
+    @torch.no_grad()
+    def predict_action(self, obs: Mapping[str, Any], generator: torch.Generator | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """Deterministic: ``w = noise_bound * tanh(mu(s))``; ``policy.predict_action``'s
+        signature and outputs."""
+        context, features = self.features(obs)
+        noise = self.actor.mean_noise(features).reshape(-1, self.horizon, self.action_dim)
+        return self.policy.actions_from_noise(context, noise)
+
+    def normalized_chunk(self, actions: torch.Tensor) -> torch.Tensor:
+        """Executed chunk ``[B, Ca, Da]`` in the policy's normalized action space, flattened."""
+        return self.policy.normalizer.normalize("action", actions).flatten(1)

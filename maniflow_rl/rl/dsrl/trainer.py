@@ -1,0 +1,386 @@
+"""ManiFlowDSRLTrainer: off-policy steering of a frozen ManiFlow policy through its initial
+noise (DSRL, Wagenmaker et al. 2025, arXiv 2506.15799). The math is in ``losses.py``.
+
+One vector step (one action chunk in every env)::
+
+    context, s = steered.features(obs)                    # frozen encoder, cached per state
+    w ~ pi(w | s)   (w ~ N(0, I) clipped to the bound during warm-up: the imitation policy)
+    a = f(s, w)                                           # deterministic Euler chain from x_0 = w
+    NA: M alias pairs (w_j ~ N(0, I), f(s, w_j)) for the distillation of Q^W
+    execute a; store (s, w, a, R, d, s') (n-step); then round(utd_ratio * N) gradient steps:
+      critic   SAC: Q(s, w) by TD         NA: Q^A(s, a) by TD (demo chunks too)
+      NA:      Q^W(s, w_j) <- mean_e Q^A(s, f(s, w_j))   (noise aliasing)
+      actor    max_w Q(s, w) - alpha log pi          (Q = Q^W for NA)
+      target   Polyak average of the noise-space critic; the TD target reads it:
+               y = R + gamma_n (1 - d) [min_e Qbar(s', w') - alpha log pi(w'|s')]
+
+Deliberate difference from the reference NA: its TD target evaluates Q^A(s', f(s', w')),
+which needs the flow policy's chain on every sampled next state; here the target reads the
+target copy of the distilled Q^W(s', w') (= Q^A(s', f(s', w')) up to distillation error), so
+an update never runs the flow policy and the replay stores features, not observations.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from maniflow_rl.rl.dsrl import losses
+from maniflow_rl.rl.dsrl.config import DSRLConfig
+from maniflow_rl.rl.dsrl.demos import demo_chunk_transitions
+from maniflow_rl.rl.dsrl.networks import CriticEnsemble, LatentActor
+from maniflow_rl.rl.dsrl.steered_policy import LatentSteeredPolicy
+from maniflow_rl.rl.ppo_config import config_from_dict
+from maniflow_rl.rl.replay import ChunkReplayBuffer, NStepAccumulator
+from maniflow_rl.rl.rollout_collector import ManiFlowRolloutCollector
+from maniflow_rl.utils.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+from maniflow_rl.utils.logger import MetricLogger
+from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger("maniflow_rl")
+CONSOLE_KEYS = ("rollout/return_mean", "rollout/success_rate", "eval/success_rate",
+                "train/critic_loss", "train/q_mean", "train/alpha", "perf/sps")
+
+
+class ManiFlowDSRLTrainer:
+    """Latent-noise SAC (``variant='sac'``) or noise aliasing (``'na'``) on an env runner."""
+
+    def __init__(self, policy, env_runner, config: DSRLConfig | dict | None = None,
+                 eval_env_runner=None, eval_fn: Callable[..., dict] | None = None,
+                 demo_dataset=None, device: str | torch.device | None = None):
+        self.config = cfg = (config if isinstance(config, DSRLConfig) else
+                             config_from_dict(DSRLConfig, config or {})).validate()
+        if getattr(env_runner, "num_envs", cfg.num_envs) != cfg.num_envs:
+            raise ValueError(f"env_runner has {env_runner.num_envs} envs but "
+                             f"DSRLConfig.num_envs={cfg.num_envs}")
+        seed_everything(cfg.seed)
+        self.device = torch.device(device or cfg.device)
+        policy = policy.to(self.device).eval()
+        for param in policy.parameters():
+            param.requires_grad_(False)
+        self.env_runner, self.eval_env_runner, self.eval_fn = env_runner, eval_env_runner, eval_fn
+        self.collector = ManiFlowRolloutCollector(policy, env_runner, device=self.device)
+        actor = LatentActor(1, 1, (1,), cfg.noise_bound)   # sized below, once dims are known
+        self.steered = LatentSteeredPolicy(policy, actor)
+        feat, noise = self.steered.feature_dim, self.steered.noise_dim
+        chunk = policy.n_action_steps * policy.action_dim
+        self.steered.actor = self.actor = LatentActor(feat, noise, cfg.hidden_dims,
+                                                      cfg.noise_bound).to(self.device)
+        # the noise-space critic (SAC: the critic; NA: the distilled Q^W) and, for NA, Q^A
+        self.noise_critic = CriticEnsemble(feat, noise, cfg.hidden_dims,
+                                           cfg.num_critics).to(self.device)
+        self.target_noise_critic = copy.deepcopy(self.noise_critic).requires_grad_(False)
+        self.action_critic = (CriticEnsemble(feat, chunk, cfg.hidden_dims, cfg.num_critics)
+                              .to(self.device) if cfg.variant == "na" else None)
+        self.log_alpha = torch.tensor(math.log(max(cfg.alpha, 1e-8)), device=self.device,
+                                      requires_grad=cfg.auto_alpha)
+        self.optimizers = {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_learning_rate),
+            "noise_critic": torch.optim.Adam(self.noise_critic.parameters(),
+                                             lr=cfg.critic_learning_rate),
+            "alpha": torch.optim.Adam([self.log_alpha], lr=cfg.actor_learning_rate),
+        }
+        if self.action_critic is not None:
+            self.optimizers["action_critic"] = torch.optim.Adam(self.action_critic.parameters(),
+                                                                lr=cfg.critic_learning_rate)
+        self.target_entropy = (-float(noise) if cfg.target_entropy is None
+                               else float(cfg.target_entropy))
+        self.chunk_discount = cfg.gamma ** policy.n_action_steps
+        self.replay = ChunkReplayBuffer(cfg.buffer_size, feat, noise, chunk,
+                                        cfg.num_alias_noises, seed=cfg.seed)
+        self.nstep = NStepAccumulator(cfg.num_envs, cfg.nstep, self.chunk_discount)
+        self._generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.global_step = self.vector_steps = self.gradient_steps = 0
+        self.history: list[dict[str, float]] = []
+        self._episodes: list[dict[str, Any]] = []
+        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._logger: MetricLogger | None = None
+        if demo_dataset is not None and cfg.variant == "na":
+            self.add_demos(demo_dataset)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def policy(self):
+        return self.steered.policy
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    @property
+    def save_dir(self) -> Path:
+        return Path(self.config.save_path)
+
+    def predict_action(self, obs, generator: torch.Generator | None = None):
+        """The deterministic action chunk (the actor's mean noise through the frozen policy)."""
+        return self.steered.predict_action(obs, generator)
+
+    # ------------------------------------------------------------------ data
+    def _aliases(self, context: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``M`` pairs per state: ``w_j ~ N(0, I)`` clipped to the bound, and ``f(s, w_j)``."""
+        m = self.config.num_alias_noises
+        bound = self.config.noise_bound
+        noise = torch.randn(count * m, self.steered.noise_dim, generator=self._generator,
+                            device=self.device).clamp(-bound, bound)
+        actions = self.steered.actions(context.repeat_interleave(m, 0), noise)
+        return (noise.view(count, m, -1),
+                self.steered.normalized_chunk(actions).view(count, m, -1))
+
+    def add_demos(self, dataset, batch: int = 64) -> int:
+        """Pre-fill the replay with the demonstrations as chunk transitions (NA)."""
+        items = list(demo_chunk_transitions(dataset, self.policy.n_obs_steps,
+                                            self.policy.n_action_steps))
+        for start in range(0, len(items), batch):
+            part = items[start:start + batch]
+            obs = {k: torch.as_tensor(np.stack([p["obs"][k] for p in part])) for k in part[0]["obs"]}
+            nxt = {k: torch.as_tensor(np.stack([p["next_obs"][k] for p in part]))
+                   for k in part[0]["obs"]}
+            context, features = self.steered.features(obs)
+            next_features = self.steered.features(nxt)[1]
+            alias_noise, alias_action = self._aliases(context, len(part))
+            chunk = torch.as_tensor(np.stack([p["action"] for p in part]), device=self.device)
+            self.replay.add_demos({
+                "features": features.cpu().numpy(), "next_features": next_features.cpu().numpy(),
+                "noise": np.zeros((len(part), self.steered.noise_dim), np.float32),
+                "action": self.steered.normalized_chunk(chunk).cpu().numpy(),
+                "reward": np.array([p["reward"] for p in part], np.float32),
+                "discount": np.full(len(part), self.chunk_discount, np.float32),
+                "terminated": np.array([p["terminated"] for p in part], np.float32),
+                "alias_noise": alias_noise.cpu().numpy(), "alias_action": alias_action.cpu().numpy(),
+                "is_demo": np.ones(len(part), np.float32)})
+        log.info("replay pre-filled with %d demo transitions", len(items))
+        return len(items)
+
+    def _current(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cached is None:
+            self._cached = self.steered.features(self.collector.observation())
+        return self._cached
+
+    def collect_step(self) -> dict[str, float]:
+        """One chunk in every env; its transitions go to the replay buffer."""
+        cfg, n = self.config, self.config.num_envs
+        context, features = self._current()
+        with torch.no_grad():
+            if self.global_step < cfg.warmup_steps:
+                noise = torch.randn(n, self.steered.noise_dim, generator=self._generator,
+                                    device=self.device).clamp(-cfg.noise_bound, cfg.noise_bound)
+            else:
+                noise = self.actor.sample(features, self._generator)[0]
+            actions = self.steered.actions(context, noise)
+            if cfg.variant == "na":
+                alias_noise, alias_action = self._aliases(context, n)
+            else:   # SAC stores no aliases: zeros of the buffer's shapes
+                alias_noise = torch.zeros(n, *self.replay.shapes["alias_noise"])
+                alias_action = torch.zeros(n, *self.replay.shapes["alias_action"])
+        outcome, finished = self.collector.execute(actions.cpu().numpy())
+        self._cached = None
+        next_context, next_features = self._current()
+        next_features = next_features.clone()
+        if outcome.final_history_envs:   # time limits bootstrap from the final observation
+            stacked = {k: torch.as_tensor(np.stack([h[k] for h in outcome.final_histories]))
+                       for k in outcome.final_histories[0]}
+            next_features[outcome.final_history_envs] = self.steered.features(stacked)[1]
+        chunk = self.steered.normalized_chunk(actions).cpu().numpy()
+        terminated = outcome.dones & ~outcome.truncated
+        completed = []
+        for env in range(n):
+            completed += self.nstep.push(env, {
+                "features": features[env].cpu().numpy(), "noise": noise[env].cpu().numpy(),
+                "action": chunk[env], "reward": float(outcome.rewards[env]), "discount": 0.0,
+                "terminated": float(terminated[env]),
+                "next_features": next_features[env].cpu().numpy(),
+                "alias_noise": alias_noise[env].cpu().numpy(),
+                "alias_action": alias_action[env].cpu().numpy(), "is_demo": 0.0},
+                episode_ended=bool(outcome.dones[env]))
+        if completed:
+            self.replay.add({k: np.stack([c[k] for c in completed]).astype(np.float32)
+                             for k in completed[0]})
+        self.global_step += n * self.policy.n_action_steps
+        self._episodes += finished
+        return {"env_steps": float(n * self.policy.n_action_steps)}
+
+    # ------------------------------------------------------------------ training
+    def train(self, num_vector_steps: int | None = None, progress: bool = True) -> list[dict]:
+        """Collect and update until ``total_timesteps`` env steps (or ``num_vector_steps``)."""
+        per_step = self.config.num_envs * self.policy.n_action_steps
+        target = (math.ceil(self.config.total_timesteps / per_step) if num_vector_steps is None
+                  else self.vector_steps + num_vector_steps)
+        self._open_logger()
+        bar = tqdm(total=target, initial=self.vector_steps, desc="DSRL", unit="step",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            while self.vector_steps < target:
+                self.train_step()
+                bar.update(1)
+        finally:
+            bar.close()
+            if self._logger is not None:
+                self._logger.flush()
+        return self.history
+
+    def train_step(self) -> dict[str, float] | None:
+        """One vector step of collection, then ``round(utd_ratio * num_envs)`` updates;
+        logging, evaluation and checkpoints on their intervals."""
+        from maniflow_rl.rl.dsrl.update import dsrl_gradient_step
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        self.collect_step()
+        t_collect = time.perf_counter() - t0
+        sums: dict[str, float] = {}
+        updates = 0
+        if self.global_step >= cfg.warmup_steps and self.replay.size >= 1:
+            demo_fraction = cfg.demo_fraction if cfg.variant == "na" else 0.0
+            for _ in range(max(1, round(cfg.utd_ratio * cfg.num_envs))):
+                batch = self.replay.sample(cfg.batch_size, demo_fraction, self.device)
+                for key, value in dsrl_gradient_step(self, batch).items():
+                    sums[key] = sums.get(key, 0.0) + value
+                updates += 1
+            self.gradient_steps += updates
+        t_update = time.perf_counter() - t0 - t_collect
+        self.vector_steps += 1
+        self._account(t_collect, t_update, updates, sums)
+        if self.vector_steps % cfg.eval_interval == 0 and cfg.eval_episodes > 0:
+            self._pending.update({f"eval/{k}": v for k, v in self.evaluate().items()
+                                  if isinstance(v, (int, float))})
+        metrics = None
+        if self.vector_steps % cfg.log_interval == 0:
+            metrics = self._flush_metrics()
+        if self.vector_steps % cfg.save_interval == 0:
+            self.save_checkpoint()
+        return metrics
+
+    def _account(self, t_collect, t_update, updates, sums) -> None:
+        pending = getattr(self, "_pending", None)
+        if pending is None:
+            pending = self._pending = {}
+            self._timing = [0.0, 0.0, 0, 0]
+        self._timing[0] += t_collect
+        self._timing[1] += t_update
+        self._timing[2] += updates
+        self._timing[3] += self.config.num_envs * self.policy.n_action_steps
+        for key, value in sums.items():
+            pending[f"train/{key}"] = pending.get(f"train/{key}", 0.0) + value
+        pending["_updates"] = pending.get("_updates", 0) + updates
+
+    def _flush_metrics(self) -> dict[str, float]:
+        pending, (t_collect, t_update, updates, steps) = self._pending, self._timing
+        count = max(1, pending.pop("_updates", 0))
+        metrics = {k: (v / count if k.startswith("train/") else v) for k, v in pending.items()}
+        metrics.update({"vector_step": self.vector_steps, "global_step": self.global_step,
+                        "train/gradient_steps": self.gradient_steps,
+                        "train/utd": updates / max(1, steps / self.policy.n_action_steps),
+                        "replay/size": self.replay.size, "replay/demos": self.replay.num_demos,
+                        "perf/sps": steps / max(t_collect + t_update, 1e-9),
+                        "perf/env_sps": steps / max(t_collect, 1e-9),
+                        "perf/updates_per_s": updates / max(t_update, 1e-9),
+                        "perf/learning_share": t_update / max(t_collect + t_update, 1e-9)})
+        if self._episodes:
+            metrics["rollout/return_mean"] = float(np.mean([e["return"] for e in self._episodes]))
+            metrics["rollout/success_rate"] = float(np.mean([e["success"] for e in self._episodes]))
+            metrics["rollout/num_episodes"] = float(len(self._episodes))
+        self._episodes, self._pending, self._timing = [], {}, [0.0, 0.0, 0, 0]
+        self.history.append(metrics)
+        self._open_logger()
+        self._logger.log(metrics, self.global_step)
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.save_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        self._logger.console(metrics, self.global_step, CONSOLE_KEYS)
+        return metrics
+
+    def _open_logger(self) -> None:
+        if self._logger is None:
+            log_dir = self.config.log_dir or str(self.save_dir / "tb")
+            self._logger = MetricLogger(log_dir, None, None, self.config.to_dict())
+
+    def close(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
+        """Deterministic evaluation: the actor's mean noise through the frozen policy."""
+        num_episodes = num_episodes or self.config.eval_episodes
+        runner = self.eval_env_runner or self.env_runner
+        if self.eval_fn is not None:
+            result = self.eval_fn(self.steered, runner, num_episodes)
+        else:
+            from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy
+
+            result = evaluate_policy(self.steered, runner, num_episodes,
+                                     seed=self.config.seed + EVAL_SEED_OFFSET, progress=False)
+        if runner is self.env_runner:   # its episodes restart: drop pending n-step chains
+            self.collector.reset()
+            self._cached = None
+            self.nstep = NStepAccumulator(self.config.num_envs, self.config.nstep,
+                                          self.chunk_discount)
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        modules = {"actor": self.actor, "noise_critic": self.noise_critic,
+                   "target_noise_critic": self.target_noise_critic}
+        if self.action_critic is not None:
+            modules["action_critic"] = self.action_critic
+        return modules
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Atomically write ``dsrl_<vector step>.pt`` and ``latest.pt`` (learner state) and
+        ``replay.npz`` beside them (the buffer, written before the checkpoint that needs it)."""
+        directory = Path(path).parent if path is not None else self.save_dir
+        self.replay.save(directory / "replay.npz")
+        payload = {
+            "kind": "dsrl", "dsrl_config": self.config.to_dict(),
+            "shape_meta": self.policy.shape_meta, "policy_config": self.policy.get_config(),
+            "policy_state_dict": self.policy.state_dict(),
+            "modules": {k: m.state_dict() for k, m in self._modules().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "log_alpha": self.log_alpha.detach().clone(),
+            "counters": {"global_step": self.global_step, "vector_steps": self.vector_steps,
+                         "gradient_steps": self.gradient_steps},
+            "history": self.history, "rng": get_rng_state(),
+            "generator": self._generator.get_state(),
+        }
+        if path is not None:
+            return save_checkpoint_atomic(payload, path)
+        target = save_checkpoint_atomic(payload, directory / f"dsrl_{self.vector_steps}.pt")
+        save_checkpoint_atomic(payload, directory / "latest.pt")
+        return target
+
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Restore the learner, the replay buffer and the counters; the envs are re-seeded
+        from ``(seed, global_step)`` so a resumed run does not replay its first layouts."""
+        payload = load_checkpoint_file(path, map_location=self.device, expected_kind="dsrl")
+        for key, module in self._modules().items():
+            module.load_state_dict(payload["modules"][key])
+        for key, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(payload["optimizers"][key])
+        with torch.no_grad():
+            self.log_alpha.copy_(payload["log_alpha"])
+        counters = payload["counters"]
+        self.global_step, self.vector_steps = counters["global_step"], counters["vector_steps"]
+        self.gradient_steps = counters["gradient_steps"]
+        self.history = list(payload.get("history", []))
+        set_rng_state(payload.get("rng"))
+        self._generator.set_state(payload["generator"])
+        replay = Path(path).parent / "replay.npz"
+        if not replay.is_file():
+            raise FileNotFoundError(f"{replay} (the replay buffer of {path}) is missing")
+        self.replay.load(replay)
+        if callable(getattr(self.env_runner, "seed", None)):
+            self.env_runner.seed(int(np.random.SeedSequence(
+                [self.config.seed, self.global_step]).generate_state(1)[0]))
+        self.collector.reset()
+        self._cached = None
+        return payload
