@@ -14,7 +14,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from maniflow_rl.rl.advantages import AdvantageConfig
+from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.ppo_config import PPOConfig
+
+FINETUNE_ALGORITHMS = ("ppo", "dsrl")
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -46,10 +49,25 @@ class EvalConfig:
 
 
 @dataclass
+class FinetuneAlgorithmConfig:
+    """Which fine-tuning algorithm runs: ``ppo`` (the ``ppo`` / ``advantage`` sections) or
+    ``dsrl`` (the ``dsrl`` section: off-policy steering of the frozen policy's noise)."""
+
+    algorithm: str = "ppo"
+
+    def validate(self) -> None:
+        if self.algorithm not in FINETUNE_ALGORITHMS:
+            raise ValueError(f"finetune.algorithm must be one of {FINETUNE_ALGORITHMS}, "
+                             f"got {self.algorithm!r}")
+
+
+@dataclass
 class FinetuneConfig:
-    """``maniflow-rl finetune``: PPO on MetaWorld from a pretrained checkpoint."""
+    """``maniflow-rl finetune``: PPO or DSRL on MetaWorld from a pretrained checkpoint."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
+    finetune: FinetuneAlgorithmConfig = field(default_factory=FinetuneAlgorithmConfig)
+    dsrl: DSRLConfig = field(default_factory=DSRLConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     policy: dict = field(default_factory=dict)  # overrides at fine-tune time (noise_*, K)

@@ -1,4 +1,4 @@
-"""``maniflow-rl finetune`` (PPO from a checkpoint in MetaWorld) and ``maniflow-rl dummy``
+"""``maniflow-rl finetune`` (PPO or DSRL from a checkpoint in MetaWorld) and ``maniflow-rl dummy``
 (PPO on the synthetic env: a quick check of the whole RL stack)."""
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ from maniflow_rl.cli.config import load_config
 
 def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "finetune", help="PPO fine-tuning of a pretrained checkpoint in MetaWorld",
+        "finetune", help="PPO or DSRL fine-tuning of a pretrained checkpoint in MetaWorld",
         description="Overrides are key=value pairs on the run config (the same schema as "
-                    "`maniflow-rl run`; its env/ppo/advantage/finetune_policy/eval sections "
-                    "apply), e.g. ppo.total_timesteps=200000 finetune_policy.noise_level=0.3")
+                    "`maniflow-rl run`; its env/finetune/ppo/advantage/dsrl/finetune_policy/eval "
+                    "sections apply), e.g. ppo.total_timesteps=200000 "
+                    "finetune_policy.noise_level=0.3, or finetune.algorithm=dsrl "
+                    "dsrl.total_timesteps=100000")
     p.add_argument("--checkpoint", required=True, help="pretraining or PPO checkpoint (.pt)")
     p.add_argument("--task", help="metaworld/<task> (default: the checkpoint's task)")
     p.add_argument("--out", required=True, help="output folder (resumes from <out>/latest.pt)")
     p.add_argument("--config", default="default", help="preset name or YAML file")
-    p.add_argument("--demos", help="demo zarr for the demo term (needed when ppo.bc_coef > 0)")
+    p.add_argument("--demos", help="demo zarr: PPO's demo term (ppo.bc_coef > 0), DSRL-NA's "
+                                   "replay pre-fill")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     return p
@@ -32,7 +35,8 @@ def run_finetune(args) -> int:
     cfg = load_config(RunConfig, args.config, args.overrides).finetune_config()
     task = args.task
     if task is None:
-        payload = load_checkpoint_file(args.checkpoint, expected_kind=("pretrain", "ppo"))
+        payload = load_checkpoint_file(args.checkpoint,
+                                       expected_kind=("pretrain", "ppo", "dsrl"))
         task = (payload.get("train_config") or {}).get("task") or \
             (payload.get("env_config") or {}).get("task")
         if not task:
@@ -43,7 +47,8 @@ def run_finetune(args) -> int:
     try:
         trainer.train(progress=not args.no_progress)
         print(f"fine-tuned for {trainer.global_step} env steps; checkpoints in {args.out}")
-        if cfg.ppo.eval_episodes > 0:
+        algorithm = cfg.dsrl if cfg.finetune.algorithm == "dsrl" else cfg.ppo
+        if algorithm.eval_episodes > 0:
             result = trainer.evaluate()
             print(f"final success rate {result['success_rate']:.1%} "
                   f"[{result['ci_low']:.1%}, {result['ci_high']:.1%}]")

@@ -196,14 +196,20 @@ def _run_episodes(policy, env_runner, num_episodes, max_steps, device, recorder,
 
 def load_policy_from_checkpoint(path: str | os.PathLike, use_ema: bool = True,
                                 device: str | torch.device = "cpu"):
-    """Build the policy stored in a pretraining or PPO checkpoint; return ``(policy, payload)``.
+    """Build the policy stored in a pretraining, PPO or DSRL checkpoint (DSRL: the frozen policy
+    steered by its latent actor); return ``(policy, payload)``.
 
     ``use_ema`` loads ``ema_state_dict`` when the checkpoint has one. Raises
     :class:`CheckpointError` for missing / corrupt / foreign files and incomplete payloads.
     """
     from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
 
-    payload = load_checkpoint_file(path, map_location="cpu", expected_kind=("pretrain", "ppo"))
+    payload = load_checkpoint_file(path, map_location="cpu",
+                                   expected_kind=("pretrain", "ppo", "dsrl"))
+    if payload["kind"] == "dsrl":   # the frozen policy steered by its latent actor
+        from maniflow_rl.rl.dsrl.steered_policy import steered_policy_from_checkpoint
+
+        return steered_policy_from_checkpoint(payload).to(device).eval(), payload
     missing = [k for k in ("shape_meta", "policy_config", "policy_state_dict") if k not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}; cannot rebuild the policy")

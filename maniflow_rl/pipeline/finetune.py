@@ -109,10 +109,64 @@ def imitation_teacher(identity: dict[str, str], overrides: dict[str, Any] | None
 
 
 def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
-                           num_workers: int | None = None) -> ManiFlowPPOTrainer:
-    """Everything validated before any env process starts."""
+                           num_workers: int | None = None):
+    """The trainer of ``cfg.finetune.algorithm`` (PPO or DSRL); everything validated before
+    any env process starts."""
+    cfg.finetune.validate()
+    if cfg.finetune.algorithm == "dsrl":
+        return build_dsrl_trainer(cfg, checkpoint, out_dir, num_workers)
+    return build_ppo_trainer(cfg, checkpoint, out_dir, num_workers)
+
+
+def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
+                       num_workers: int | None, group_size: int, with_eval: bool):
+    """Training runner (checked against the policy's shape_meta) and the evaluation runner."""
     from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
 
+    env_kwargs = cfg.env.env_kwargs()
+    runner = MetaWorldEnvRunner(cfg.env.task, num_envs=num_envs, seed=seed,
+                                num_workers=cfg.env.num_workers if num_workers is None
+                                else num_workers, group_size=group_size, **env_kwargs)
+    try:
+        check_shape_meta_compatible(
+            policy.shape_meta, runner.shape_meta, required_name="the policy",
+            provided_name=f"env {cfg.env.task}",
+            hint="set env.num_points / env options to match the pretraining data")
+        eval_runner = MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs,
+                                         seed=cfg.eval.seed, num_workers=0, **env_kwargs) \
+            if with_eval else None
+    except BaseException:
+        runner.close()
+        raise
+    return runner, eval_runner
+
+
+def build_dsrl_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
+                       num_workers: int | None = None):
+    """DSRL from an imitation checkpoint; resumes from ``<out>/latest.pt`` when it exists."""
+    from maniflow_rl.rl.dsrl import ManiFlowDSRLTrainer
+
+    out_dir = Path(out_dir)
+    dsrl = dataclasses.replace(cfg.dsrl, save_path=str(out_dir),
+                               device=str(resolve_device(cfg.dsrl.device))).validate()
+    payload = load_checkpoint_file(checkpoint, expected_kind="pretrain")
+    policy = policy_from_checkpoint(payload, cfg.policy)
+    demos = (demo_dataset_for(policy, cfg.demos)
+             if dsrl.variant == "na" and cfg.demos and Path(cfg.demos).exists() else None)
+    runner, eval_runner = _start_env_runners(cfg, policy, dsrl.num_envs, dsrl.seed,
+                                             num_workers, 1, dsrl.eval_episodes > 0)
+    trainer = ManiFlowDSRLTrainer(policy, runner, dsrl, eval_env_runner=eval_runner,
+                                  eval_fn=make_metaworld_eval_fn(cfg), demo_dataset=demos)
+    latest = out_dir / "latest.pt"
+    if latest.is_file():
+        log.info("resuming DSRL from %s", latest)
+        trainer.load_checkpoint(latest)
+    return trainer
+
+
+def build_ppo_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
+                      num_workers: int | None = None) -> ManiFlowPPOTrainer:
+    """PPO from an imitation or PPO checkpoint; resumes from ``<out>/latest.pt``."""
     out_dir = Path(out_dir)
     ppo = dataclasses.replace(cfg.ppo, save_path=str(out_dir),
                               device=str(resolve_device(cfg.ppo.device))).validate()
@@ -123,22 +177,8 @@ def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir:
     demo_dataset = demo_dataset_for(policy, cfg.demos) if ppo.bc_coef > 0 else None
     teacher = imitation_teacher(imitation, cfg.policy) \
         if ppo.bc_coef > 0 and payload["kind"] == "ppo" else None
-    env_kwargs = cfg.env.env_kwargs()
-    runner = MetaWorldEnvRunner(cfg.env.task, num_envs=ppo.num_envs, seed=ppo.seed,
-                                num_workers=cfg.env.num_workers if num_workers is None
-                                else num_workers,
-                                group_size=cfg.advantage.group_size, **env_kwargs)
-    try:
-        check_shape_meta_compatible(
-            policy.shape_meta, runner.shape_meta, required_name="the policy",
-            provided_name=f"env {cfg.env.task}",
-            hint="set env.num_points / env options to match the pretraining data")
-        eval_runner = MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs,
-                                         seed=cfg.eval.seed, num_workers=0, **env_kwargs) \
-            if ppo.eval_episodes > 0 else None
-    except BaseException:
-        runner.close()
-        raise
+    runner, eval_runner = _start_env_runners(cfg, policy, ppo.num_envs, ppo.seed, num_workers,
+                                             cfg.advantage.group_size, ppo.eval_episodes > 0)
     trainer = ManiFlowPPOTrainer(policy, runner, ppo, cfg.advantage,
                                  eval_env_runner=eval_runner, eval_fn=make_metaworld_eval_fn(cfg),
                                  demo_dataset=demo_dataset, demo_teacher=teacher,

@@ -82,6 +82,7 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
                   for name, rec in stages.items() if name != "report"}
     report = {
         "task": config["env"]["task"],
+        "algorithm": config.get("finetune", {}).get("algorithm", "ppo"),
         "demos": config["demos"]["episodes"],
         "eval_episodes": before["num_episodes"],
         "eval_seed": config["eval"]["seed"],
@@ -116,7 +117,8 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
         "|---|---|---|",
         f"| imitation (consistency flow, {report['demos']} demos) | {_fmt_eval(before)} | "
         f"{before['mean_length']:.1f} |",
-        f"| after PPO fine-tuning | {_fmt_eval(after)} | {after['mean_length']:.1f} |",
+        f"| after {report.get('algorithm', 'ppo').upper()} fine-tuning | {_fmt_eval(after)} | "
+        f"{after['mean_length']:.1f} |",
         "",
         f"Gain: **{report['success_gain'] * 100:+.1f} points** on {report['eval_episodes']} "
         f"evaluation episodes (seeds from {report['eval_seed']}, deterministic sampling, "
@@ -137,9 +139,9 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
 
 
 RESULTS_TABLE_HEADER = (
-    "| task | DP3 group | demos | imitation [95 % CI] | after PPO [95 % CI] | gain | "
-    "lowest eval during RL | PPO env steps | wall-clock (total) |\n"
-    "|---|---|---|---|---|---|---|---|---|")
+    "| task | DP3 group | algorithm | demos | imitation [95 % CI] | after RL [95 % CI] | gain | "
+    "lowest eval during RL | RL env steps | wall-clock (total) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|")
 
 
 def results_table_row(report: dict[str, Any]) -> str:
@@ -152,7 +154,7 @@ def results_table_row(report: dict[str, Any]) -> str:
     task = report["task"]
     low = report.get("min_eval_success_during_rl")
     return (f"| {task.split('/')[-1]} | {task_difficulty(task).replace('_', ' ')} | "
-            f"{report['demos']} | {pct(report['success_before'], report['success_before_ci'])} | "
+            f"{report.get('algorithm', 'ppo').upper()} | {report['demos']} | {pct(report['success_before'], report['success_before_ci'])} | "
             f"{pct(report['success_after'], report['success_after_ci'])} | "
             f"{report['success_gain'] * 100:+.0f} | {'-' if low is None else f'{low:.0%}'} | "
             f"{report['finetune_env_steps']:,} | {report['total_wall_s'] / 60:.0f} min |")

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from maniflow_rl.cli.config import EnvConfig, EvalConfig, FinetuneConfig, config_to_yaml
+from maniflow_rl.cli.config import (EnvConfig, EvalConfig, FinetuneAlgorithmConfig,
+                                    FinetuneConfig, config_to_yaml)
+from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.ppo_config import PPOConfig
 
@@ -61,8 +63,10 @@ class RunConfig:
     demos: DemosStageConfig = field(default_factory=DemosStageConfig)
     policy: dict = field(default_factory=dict)  # ManiFlowPolicyConfig fields for pretraining
     pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
-    finetune_policy: dict = field(default_factory=dict)  # sampling overrides for PPO
+    finetune_policy: dict = field(default_factory=dict)  # sampling overrides for fine-tuning
+    finetune: FinetuneAlgorithmConfig = field(default_factory=FinetuneAlgorithmConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    dsrl: DSRLConfig = field(default_factory=DSRLConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -72,7 +76,8 @@ class RunConfig:
         return Path("runs") / self.env.task.split("/")[-1]
 
     def finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(env=self.env, ppo=self.ppo, advantage=self.advantage,
+        return FinetuneConfig(env=self.env, finetune=self.finetune, dsrl=self.dsrl,
+                              ppo=self.ppo, advantage=self.advantage,
                               policy=dict(self.finetune_policy), eval=self.eval,
                               demos=str(self.resolved_run_dir() / "demos.zarr"))
 
@@ -83,8 +88,10 @@ class RunConfig:
         resolve_task(self.env.task)
         ManiFlowPolicyConfig(**self.policy).validate()
         ManiFlowPolicyConfig(**{**self.policy, **self.finetune_policy}).validate()
+        self.finetune.validate()
         self.ppo.validate()
         self.advantage.validate()
+        self.dsrl.validate()
         if self.demos.episodes < 1 or self.eval.episodes < 1:
             raise ValueError("demos.episodes and eval.episodes must be >= 1")
         return self
@@ -193,9 +200,14 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> di
 
     checkpoint = pretrain_checkpoint(run_dir) if which == "pretrain" else \
         run_dir / "finetune" / "latest.pt"
-    payload = load_checkpoint_file(checkpoint, expected_kind=("pretrain", "ppo"))
+    payload = load_checkpoint_file(checkpoint, expected_kind=("pretrain", "ppo", "dsrl"))
     # before and after RL the policy samples with the same settings (finetune_policy)
-    policy = policy_from_checkpoint(payload, cfg.finetune_policy)
+    if payload["kind"] == "dsrl":
+        from maniflow_rl.rl.dsrl.steered_policy import steered_policy_from_checkpoint
+
+        policy = steered_policy_from_checkpoint(payload)
+    else:
+        policy = policy_from_checkpoint(payload, cfg.finetune_policy)
     video = run_dir / "videos" / f"{which}.mp4" if cfg.eval.video_episodes > 0 else None
     with MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
                             num_workers=cfg.env.num_workers, **cfg.env.env_kwargs()) as runner:
@@ -214,11 +226,12 @@ def _stage_finetune(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, 
                                      run_dir / "finetune")
     try:
         trainer.train(progress=progress)
-        if trainer.iteration % cfg.ppo.save_interval != 0:
-            trainer.save_checkpoint()
+        trainer.save_checkpoint()
     finally:
         close_trainer_envs(trainer)
-    return {"env_steps": int(trainer.global_step), "iterations": int(trainer.iteration)}
+    steps = getattr(trainer, "iteration", getattr(trainer, "vector_steps", 0))
+    return {"env_steps": int(trainer.global_step), "iterations": int(steps),
+            "algorithm": cfg.finetune.algorithm}
 
 
 def _stage_report(cfg: RunConfig, run_dir: Path, records: StageRecords,

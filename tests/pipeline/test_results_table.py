@@ -14,8 +14,10 @@ def test_row_has_group_rates_gain_and_budget_in_header_order():
     cells = [c.strip() for c in results_table_row(report).strip("|").split("|")]
     header = [c.strip() for c in RESULTS_TABLE_HEADER.splitlines()[0].strip("|").split("|")]
     assert len(cells) == len(header)
-    assert cells == ["stick-push-v3", "very hard", "10", "32% [21%, 46%]", "70% [56%, 81%]",
-                     "+38", "25%", "153,600", "66 min"]
+    assert cells == ["stick-push-v3", "very hard", "PPO", "10", "32% [21%, 46%]",
+                     "70% [56%, 81%]", "+38", "25%", "153,600", "66 min"]
+    cells = [c.strip() for c in results_table_row({**report, "algorithm": "dsrl"}).split("|")]
+    assert cells[3] == "DSRL"
 
 
 def test_row_without_evaluations_during_rl_shows_a_dash():
@@ -24,4 +26,4 @@ def test_row_without_evaluations_during_rl_shows_a_dash():
               "success_gain": -0.1, "min_eval_success_during_rl": None,
               "finetune_env_steps": 0, "total_wall_s": 59.0}
     cells = [c.strip() for c in results_table_row(report).strip("|").split("|")]
-    assert cells[1] == "hard" and cells[5] == "-10" and cells[6] == "-" and cells[8] == "1 min"
+    assert cells[1] == "hard" and cells[6] == "-10" and cells[7] == "-" and cells[9] == "1 min"

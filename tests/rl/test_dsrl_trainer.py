@@ -21,7 +21,7 @@ def _trainer(tmp_path, variant="sac", **overrides):
     policy = ManiFlowPointcloudRLPolicy(SHAPE_META, **TINY)
     runner = ManiFlowDummyEnvRunner(SHAPE_META, num_envs=4, max_episode_steps=10, seed=0)
     config = dict(variant=variant, num_envs=4, total_timesteps=3000, warmup_steps=200,
-                  batch_size=64, hidden_dims=(64, 64), utd_ratio=1.0, log_interval=25,
+                  batch_size=64, hidden_dims=(64, 64), utd_ratio=1.0, log_interval=25, alpha=0.3,
                   eval_interval=10**6, save_interval=10**6, eval_episodes=0,
                   save_path=str(tmp_path / variant), seed=0)
     config.update(overrides)

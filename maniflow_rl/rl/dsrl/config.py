@@ -39,7 +39,8 @@ class DSRLConfig:
     num_critics: int = 2
     hidden_dims: tuple = (256, 256, 256)   # LayerNorm MLPs (the reference: 3 x 2048 on a GPU)
     noise_bound: float = 1.5            # w = noise_bound * tanh(u)
-    alpha: float = 0.3                  # entropy temperature (fixed unless auto_alpha)
+    alpha: float = 0.01                 # entropy temperature (fixed unless auto_alpha); the
+                                        # entropy of w sums H * Da dims (64 on MetaWorld)
     auto_alpha: bool = False
     target_entropy: float | None = 0.0  # with auto_alpha; None = -dim(w)
     num_alias_noises: int = 4           # NA: (w ~ N(0, I), f(s, w)) pairs stored per state

@@ -18,14 +18,16 @@ from maniflow_rl.rl.dsrl.networks import LatentActor
 class LatentSteeredPolicy(nn.Module):
     """``predict_action(obs)``: the actor's mean noise ``w(s)`` through the frozen policy."""
 
-    def __init__(self, policy: nn.Module, actor: LatentActor):
+    def __init__(self, policy: nn.Module, hidden_dims: tuple = (256, 256, 256),
+                 noise_bound: float = 1.5):
         super().__init__()
-        self.policy, self.actor = policy, actor
+        self.policy = policy
         self.shape_meta = policy.shape_meta
         self.horizon, self.action_dim = policy.horizon, policy.action_dim
         self.n_obs_steps, self.n_action_steps = policy.n_obs_steps, policy.n_action_steps
         self.low_dim_keys = [k for k, spec in policy.shape_meta["obs"].items()
                              if spec.get("type", "low_dim") == "low_dim"]
+        self.actor = LatentActor(self.feature_dim, self.noise_dim, hidden_dims, noise_bound)
 
     @property
     def feature_dim(self) -> int:
@@ -63,3 +65,17 @@ class LatentSteeredPolicy(nn.Module):
     def normalized_chunk(self, actions: torch.Tensor) -> torch.Tensor:
         """Executed chunk ``[B, Ca, Da]`` in the policy's normalized action space, flattened."""
         return self.policy.normalizer.normalize("action", actions).flatten(1)
+
+
+def steered_policy_from_checkpoint(payload: Mapping[str, Any]) -> LatentSteeredPolicy:
+    """Rebuild the frozen policy and the latent actor stored in a DSRL checkpoint payload."""
+    from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
+    from maniflow_rl.rl.dsrl.config import DSRLConfig
+
+    policy = ManiFlowPointcloudRLPolicy.from_config(payload["shape_meta"],
+                                                    payload["policy_config"])
+    policy.load_state_dict(payload["policy_state_dict"])
+    config = DSRLConfig(**payload["dsrl_config"])
+    steered = LatentSteeredPolicy(policy, config.hidden_dims, config.noise_bound)
+    steered.actor.load_state_dict(payload["modules"]["actor"])
+    return steered.eval()

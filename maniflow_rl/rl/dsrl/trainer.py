@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from maniflow_rl.rl.dsrl import losses
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.dsrl.demos import demo_chunk_transitions
-from maniflow_rl.rl.dsrl.networks import CriticEnsemble, LatentActor
+from maniflow_rl.rl.dsrl.networks import CriticEnsemble
 from maniflow_rl.rl.dsrl.steered_policy import LatentSteeredPolicy
 from maniflow_rl.rl.ppo_config import config_from_dict
 from maniflow_rl.rl.replay import ChunkReplayBuffer, NStepAccumulator
@@ -69,12 +69,11 @@ class ManiFlowDSRLTrainer:
             param.requires_grad_(False)
         self.env_runner, self.eval_env_runner, self.eval_fn = env_runner, eval_env_runner, eval_fn
         self.collector = ManiFlowRolloutCollector(policy, env_runner, device=self.device)
-        actor = LatentActor(1, 1, (1,), cfg.noise_bound)   # sized below, once dims are known
-        self.steered = LatentSteeredPolicy(policy, actor)
+        self.steered = LatentSteeredPolicy(policy, cfg.hidden_dims, cfg.noise_bound).to(
+            self.device).eval()
+        self.actor = self.steered.actor
         feat, noise = self.steered.feature_dim, self.steered.noise_dim
         chunk = policy.n_action_steps * policy.action_dim
-        self.steered.actor = self.actor = LatentActor(feat, noise, cfg.hidden_dims,
-                                                      cfg.noise_bound).to(self.device)
         # the noise-space critic (SAC: the critic; NA: the distilled Q^W) and, for NA, Q^A
         self.noise_critic = CriticEnsemble(feat, noise, cfg.hidden_dims,
                                            cfg.num_critics).to(self.device)
