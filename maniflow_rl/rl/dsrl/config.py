@@ -42,6 +42,8 @@ class DSRLConfig:
     alpha: float = 0.01                 # entropy temperature (fixed unless auto_alpha); the
                                         # entropy of w sums H * Da dims (64 on MetaWorld)
     auto_alpha: bool = False
+    backup_entropy: bool = False        # -alpha log pi in the TD target (off: with a 0/1
+                                        # reward the entropy of 64-dim noise inflates Q)
     target_entropy: float | None = 0.0  # with auto_alpha; None = -dim(w)
     num_alias_noises: int = 4           # NA: (w ~ N(0, I), f(s, w)) pairs stored per state
     distill_steps: int = 1              # NA: Q^W distillation steps per gradient step

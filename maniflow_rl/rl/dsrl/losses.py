@@ -10,7 +10,8 @@ Critics over chunk transitions ``(s, w | a, R, s', d, gamma_n)``; ``R`` the (n-s
 reward of the executed chunk(s), ``gamma_n = gamma ** (Ca * n)``, ``d`` = terminated (a time
 limit is not terminal: it bootstraps)::
 
-    y          = R + gamma_n (1 - d) [ min_e Qbar_e(s', w') - alpha log pi(w' | s') ],  w' ~ pi(s')
+    y          = R + gamma_n (1 - d) [ min_e Qbar_e(s', w') - alpha_b log pi(w' | s') ],  w' ~ pi(s')
+                 (alpha_b = alpha with backup_entropy, else 0)
     L_critic   = sum_e mean_B (Q_e(s, x) - y)^2        x = w (SAC) or the chunk a (NA: Q^A)
     L_distill  = sum_e mean_B (Q^W_e(s, w_j) - mean_e' Q^A_e'(s, f(s, w_j)))^2,  w_j ~ N(0, I)
     L_actor    = mean_B [ alpha log pi(w~ | s) - min_e Q_e(s, w~) ],  w~ ~ pi(s) (reparametrized)

@@ -22,7 +22,7 @@ def dsrl_gradient_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, flo
         next_noise, next_log_prob = actor.sample(next_features, trainer._generator)
         next_q = trainer.target_noise_critic(next_features, next_noise).min(0).values
         target = losses.td_target(batch["reward"], batch["discount"], batch["terminated"],
-                                  next_q, next_log_prob, alpha)
+                                  next_q, next_log_prob, alpha if cfg.backup_entropy else 0.0)
     td_critic, td_input, td_opt = ((action_critic, batch["action"], opt["action_critic"])
                                    if cfg.variant == "na" else
                                    (noise_critic, batch["noise"], opt["noise_critic"]))
