@@ -16,14 +16,16 @@ n-step (``NStepAccumulator``): ``R = sum_{i<k} gamma_c^i r_i``, ``gamma_n = gamm
 
 from __future__ import annotations
 
+import ast
 import os
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from maniflow_rl.utils.checkpoint import write_atomic
 
 TRANSITION_FIELDS = ("features", "noise", "action", "reward", "discount", "terminated",
                      "next_features", "alias_noise", "alias_action", "is_demo")
@@ -103,25 +105,12 @@ class ChunkReplayBuffer:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Atomically write the buffer (online part up to ``size``, demos, RNG) as ``.npz``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"online_{k}": v[:self.size] for k, v in self.online.items()}
         arrays.update({f"demo_{k}": v for k, v in self.demo.items()})
         arrays["meta"] = np.array([self.size, self.position, self.capacity], np.int64)
         state = np.frombuffer(repr(self.rng.bit_generator.state).encode(), np.uint8)
         arrays["rng_state"] = state
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return write_atomic(path, lambda f: np.savez(f, **arrays))
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore what :meth:`save` wrote (shapes must match this buffer's)."""
@@ -138,8 +127,6 @@ class ChunkReplayBuffer:
                 self.online[key][:size] = online
                 self.demo[key] = data[f"demo_{key}"].copy()
             self.size, self.position = size, position
-            import ast
-
             self.rng.bit_generator.state = ast.literal_eval(bytes(data["rng_state"]).decode())
 
 

@@ -14,7 +14,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -26,15 +26,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or not a maniflow-rl checkpoint."""
 
 
-def save_checkpoint_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Save ``payload`` (plus format/version tags) to ``path`` atomically; return the path."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """``write(f)`` into a temp file beside ``path``, fsync, then rename it over ``path``: a
+    crash never leaves a half-written file under the final name. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,6 +43,12 @@ def save_checkpoint_atomic(payload: dict[str, Any], path: str | os.PathLike) -> 
             os.unlink(tmp)
         raise
     return path
+
+
+def save_checkpoint_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Save ``payload`` (plus format/version tags) to ``path`` atomically; return the path."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    return write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu",
