@@ -102,6 +102,8 @@ class ManiFlowDSRLTrainer:
         self.history: list[dict[str, float]] = []
         self._episodes: list[dict[str, Any]] = []
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pending: dict[str, float] = {}      # sums since the last log row
+        self._timing = [0.0, 0.0, 0, 0]           # collect s, update s, updates, env steps
         self._logger: MetricLogger | None = None
         if demo_dataset is not None and cfg.variant == "na":
             self.add_demos(demo_dataset)
@@ -259,10 +261,8 @@ class ManiFlowDSRLTrainer:
         return metrics
 
     def _account(self, t_collect, t_update, updates, sums) -> None:
-        pending = getattr(self, "_pending", None)
-        if pending is None:
-            pending = self._pending = {}
-            self._timing = [0.0, 0.0, 0, 0]
+        """Accumulate timings and update diagnostics until the next log row."""
+        pending = self._pending
         self._timing[0] += t_collect
         self._timing[1] += t_update
         self._timing[2] += updates
