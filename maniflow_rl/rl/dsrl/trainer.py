@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maniflow_rl.rl.dsrl import losses
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.dsrl.demos import demo_chunk_transitions
 from maniflow_rl.rl.dsrl.networks import CriticEnsemble
 from maniflow_rl.rl.dsrl.steered_policy import LatentSteeredPolicy
+from maniflow_rl.rl.dsrl.update import dsrl_gradient_step
 from maniflow_rl.rl.ppo_config import config_from_dict
 from maniflow_rl.rl.replay import ChunkReplayBuffer, NStepAccumulator
 from maniflow_rl.rl.rollout_collector import ManiFlowRolloutCollector
@@ -142,7 +142,8 @@ class ManiFlowDSRLTrainer:
                                             self.policy.n_action_steps))
         for start in range(0, len(items), batch):
             part = items[start:start + batch]
-            obs = {k: torch.as_tensor(np.stack([p["obs"][k] for p in part])) for k in part[0]["obs"]}
+            obs = {k: torch.as_tensor(np.stack([p["obs"][k] for p in part]))
+                   for k in part[0]["obs"]}
             nxt = {k: torch.as_tensor(np.stack([p["next_obs"][k] for p in part]))
                    for k in part[0]["obs"]}
             context, features = self.steered.features(obs)
@@ -184,8 +185,7 @@ class ManiFlowDSRLTrainer:
                 alias_action = torch.zeros(n, *self.replay.shapes["alias_action"])
         outcome, finished = self.collector.execute(actions.cpu().numpy())
         self._cached = None
-        next_context, next_features = self._current()
-        next_features = next_features.clone()
+        next_features = self._current()[1].clone()   # cached: the next step's state
         if outcome.final_history_envs:   # time limits bootstrap from the final observation
             stacked = {k: torch.as_tensor(np.stack([h[k] for h in outcome.final_histories]))
                        for k in outcome.final_histories[0]}
@@ -231,8 +231,6 @@ class ManiFlowDSRLTrainer:
     def train_step(self) -> dict[str, float] | None:
         """One vector step of collection, then ``round(utd_ratio * num_envs)`` updates;
         logging, evaluation and checkpoints on their intervals."""
-        from maniflow_rl.rl.dsrl.update import dsrl_gradient_step
-
         cfg = self.config
         t0 = time.perf_counter()
         self.collect_step()
