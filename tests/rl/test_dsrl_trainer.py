@@ -45,6 +45,7 @@ def test_dsrl_steering_beats_the_frozen_policy_on_the_dummy_env(tmp_path, varian
     assert last["rollout/return_mean"] > first["rollout/return_mean"] + 1.5
     assert steered["mean_return"] > frozen["mean_return"] + 1.5
     assert all(p.grad is None for p in trainer.policy.parameters())   # the policy is frozen
+    assert 0 < last["actor/mean_noise_norm"] <= 1.5 * 8 ** 0.5   # |w_i| <= bound, Dw = 8
 
 
 def test_deterministic_action_is_the_actor_mean_noise_through_the_policy(tmp_path):

@@ -207,6 +207,10 @@ class ManiFlowDSRLTrainer:
                              for k in completed[0]})
         self.global_step += n * self.policy.n_action_steps
         self._episodes += finished
+        with torch.no_grad():   # how far the deterministic noise is from N(0, I) draws (~sqrt(Dw))
+            mean_norm = float(self.actor.mean_noise(features).norm(dim=1).mean())
+        self._pending["actor/mean_noise_norm"] = mean_norm
+        self._pending["actor/noise_norm"] = float(noise.norm(dim=1).mean())
         return {"env_steps": float(n * self.policy.n_action_steps)}
 
     # ------------------------------------------------------------------ training
