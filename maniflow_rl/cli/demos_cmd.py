@@ -20,7 +20,10 @@ def add_demos_parser(subparsers) -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="e.g. metaworld/pick-place-v3 or pick-place")
     p.add_argument("--episodes", type=int, default=10, help="successful episodes to keep")
-    p.add_argument("--out", required=True, help="output .zarr directory (replaced if present)")
+    p.add_argument("--out", required=True, help="output .zarr directory (must not exist, be "
+                                                "empty, or be a demo dataset with --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing demo dataset at --out (nothing else is replaced)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-episode-steps", type=int, default=200)
     p.add_argument("--max-attempts", type=int, default=None, help="default: 3 * episodes + 10")
@@ -40,7 +43,8 @@ def run_demos(args: argparse.Namespace) -> int:
     summary = generate_demos(args.task, args.episodes, args.out, seed=args.seed,
                              max_episode_steps=args.max_episode_steps, env_kwargs=env_kwargs,
                              progress=not getattr(args, "no_progress", False),
-                             max_attempts=getattr(args, "max_attempts", None))
+                             max_attempts=getattr(args, "max_attempts", None),
+                             overwrite=bool(getattr(args, "overwrite", False)))
     print(json.dumps(summary, indent=2))
     if not summary["complete"]:
         print(f"warning: only {summary['episodes']} of {summary['requested']} episodes succeeded")

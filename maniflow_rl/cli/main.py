@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args._run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         if args.verbose:
             raise  # full traceback with -v
         print(f"maniflow-rl {args.command}: error: {exc}", file=sys.stderr)

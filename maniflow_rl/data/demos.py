@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -70,15 +71,39 @@ def run_expert_episode(env, seed: int) -> tuple[dict[str, np.ndarray], bool]:
     return {k: np.stack(v) for k, v in steps.items()}, success
 
 
+def is_demo_dataset(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a dataset directory in our zarr layout (``data/action`` and
+    ``meta/episode_ends``): the only thing ``generate_demos`` may replace."""
+    path = Path(path)
+    return (path.is_dir() and (path / "data" / "action").is_dir()
+            and (path / "meta" / "episode_ends").is_dir())
+
+
+def check_demos_output(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output path that holds anything but an empty folder, unless
+    it is a demo dataset and ``overwrite`` is set: nothing the user owns is ever deleted."""
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    if not is_demo_dataset(path):
+        raise FileExistsError(f"{path} exists and is not a maniflow-rl demo dataset; refusing to "
+                              f"replace it (choose another output path)")
+    if not overwrite:
+        raise FileExistsError(f"{path} already holds a demo dataset; pass --overwrite "
+                              f"(overwrite=True) to replace it")
+
+
 def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, seed: int = 0,
                    max_episode_steps: int = 200, env_kwargs: dict[str, Any] | None = None,
-                   progress: bool = True, max_attempts: int | None = None) -> dict[str, Any]:
+                   progress: bool = True, max_attempts: int | None = None,
+                   overwrite: bool = False) -> dict[str, Any]:
     """Collect ``num_episodes`` successful scripted-expert episodes and save them as zarr.
 
     Args:
         task: MetaWorld task name (any spelling accepted by ``resolve_task``).
         num_episodes: successful episodes to keep.
-        out_path: output directory (``*.zarr``); replaced if it exists.
+        out_path: output directory (``*.zarr``); an existing demo dataset there is replaced
+            only with ``overwrite``, anything else there is never touched (error first).
         seed: base seed of the attempt layouts.
         max_episode_steps: step cap of an attempt (an attempt ends at its first success).
         env_kwargs: extra ``MetaWorldPointCloudEnv`` arguments (``num_points``,
@@ -99,6 +124,7 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
 
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    check_demos_output(out_path, overwrite)
     max_attempts = 3 * num_episodes + 10 if max_attempts is None else int(max_attempts)
     kwargs = dict(env_kwargs or {})
     kwargs.update(max_episode_steps=max_episode_steps, terminate_on_success=True,
@@ -137,12 +163,17 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
     episode_ends = np.cumsum([len(ep["action"]) for ep in episodes]).astype(np.int64)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(out_path.name + ".tmp")
-    shutil.rmtree(tmp_path, ignore_errors=True)
-    _write_zarr(tmp_path, data, episode_ends)
-    if out_path.exists():
-        shutil.rmtree(out_path)
-    tmp_path.rename(out_path)
+    check_demos_output(out_path, overwrite)          # again: the path may have changed since
+    tmp_path = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
+    try:
+        _write_zarr(tmp_path, data, episode_ends)
+        if is_demo_dataset(out_path):
+            shutil.rmtree(out_path)
+        elif out_path.exists():
+            out_path.rmdir()                              # the empty folder check_ allowed
+        tmp_path.rename(out_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
     lengths = np.diff(np.concatenate([[0], episode_ends]))
     summary = {

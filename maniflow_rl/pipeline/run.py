@@ -167,7 +167,8 @@ def _stage_demos(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any
     env_kwargs = {k: v for k, v in cfg.env.env_kwargs().items() if k != "max_episode_steps"}
     summary = generate_demos(cfg.env.task, cfg.demos.episodes, run_dir / "demos.zarr",
                              seed=cfg.demos.seed, max_episode_steps=cfg.env.max_episode_steps,
-                             env_kwargs=env_kwargs, progress=progress)
+                             env_kwargs=env_kwargs, progress=progress,
+                             overwrite=True)
     return {"env_steps": int(summary["total_steps"]),
             "summary": _jsonable(summary)}
 

@@ -92,3 +92,26 @@ def test_demos_cli(tmp_path, capsys):
     assert run_demos(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["episodes"] == 1 and summary["shapes"]["point_cloud"][1:] == [32, 3]
+
+
+def test_demos_never_replace_what_they_did_not_write(tmp_path, capsys):
+    """Issue 12, item 2: an existing folder that is not a demo dataset survives, with a clear
+    error before any work; a demo dataset is replaced only with --overwrite."""
+    from maniflow_rl.cli.main import main as cli_main
+
+    user_dir = tmp_path / "mine"
+    user_dir.mkdir()
+    (user_dir / "notes.txt").write_text("precious")
+    args = ["demos", "--task", "reach", "--episodes", "1", "--point-cloud-source", "geometry",
+            "--num-points", "64", "--no-progress"]
+    assert cli_main([*args, "--out", str(user_dir)]) == 1
+    assert "not a maniflow-rl demo dataset" in capsys.readouterr().err
+    assert (user_dir / "notes.txt").read_text() == "precious"
+    for flag in ([], ["--overwrite"]):   # not even --overwrite replaces a user's folder
+        assert cli_main([*args, "--out", str(user_dir), *flag]) == 1
+    dataset = tmp_path / "d.zarr"
+    assert cli_main([*args, "--out", str(dataset)]) == 0
+    assert cli_main([*args, "--out", str(dataset)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli_main([*args, "--out", str(dataset), "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zarr", "mine"]   # no temp leftovers
