@@ -79,15 +79,16 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
 
 
 def _actor_critic_params(optimizer, actor_params, critic_params):
+    """The given parameter lists, or else: the optimizer group named ``critic`` is the critic,
+    every other parameter the actor."""
+    if critic_params is None:
+        critic_params = [p for g in optimizer.param_groups if g.get("name") == "critic"
+                         for p in g["params"]]
     if actor_params is None:
-        critic_ids = {id(p) for p in critic_params or []}
-        by_name = {g.get("name"): g["params"] for g in optimizer.param_groups}
-        if critic_params is None:
-            critic_params = list(by_name.get("critic", []))
-            critic_ids = {id(p) for p in critic_params}
+        critic_ids = {id(p) for p in critic_params}
         actor_params = [p for g in optimizer.param_groups for p in g["params"]
                         if id(p) not in critic_ids]
-    return list(actor_params), list(critic_params or [])
+    return list(actor_params), list(critic_params)
 
 
 def _select(data: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:

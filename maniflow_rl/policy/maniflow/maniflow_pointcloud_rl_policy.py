@@ -173,7 +173,7 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         if levels is None:
             return self.current_noise_level()
         table = torch.tensor(levels, dtype=torch.float32, device=steps.device)
-        return table[steps.long()].view(-1, *([1] * 2))
+        return table[steps.long()].view(-1, 1, 1)
 
     def _transition(self, x: torch.Tensor, steps: torch.Tensor, v: torch.Tensor,
                     features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,9 +267,9 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         unnormalized. With the same ``generator`` state it equals ``sample_actions(mode='eval')``.
         """
         context, _ = self.encode_obs(obs)
-        chains, _, _ = self._denoise(context, "eval", generator)
-        action_pred = self.normalizer.unnormalize("action", chains[:, -1])
-        return {"action": action_pred[:, self.executed_slice], "action_pred": action_pred}
+        noise = torch.randn(context.shape[0], self.horizon, self.action_dim, generator=generator,
+                            device=self.device)
+        return self.actions_from_noise(context, noise)
 
     @torch.no_grad()
     def actions_from_noise(self, context: torch.Tensor, noise: torch.Tensor

@@ -7,6 +7,7 @@ sees anything else (no privileged state).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import torch
@@ -31,8 +32,7 @@ class LatentSteeredPolicy(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        low_dim = sum(int(torch.tensor(self.shape_meta["obs"][k]["shape"]).prod())
-                      for k in self.low_dim_keys)
+        low_dim = sum(math.prod(self.shape_meta["obs"][k]["shape"]) for k in self.low_dim_keys)
         return self.policy.obs_encoder.pooled_dim + low_dim
 
     @property
