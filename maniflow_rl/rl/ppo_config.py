@@ -9,6 +9,12 @@ Units, so that every number means one thing:
   ``num_envs * num_steps_per_rollout * n_action_steps`` env steps.
 - ``batch_size`` is the PPO **minibatch** size in samples; it must divide the rollout size.
 - ``save_interval``, ``log_interval``, ``eval_interval`` count **rollouts** (PPO iterations).
+
+Faults: ``nonfinite_policy`` / ``max_abs_env_value`` decide what a NaN, inf or ``|x| >
+max_abs_env_value`` reward or observation from the envs does (``"error"``: stop with a message
+naming env, key and step; ``"drop"``: drop that transition and count it,
+``rollout/nonfinite_dropped``). A minibatch whose loss or gradient is not finite is skipped
+(``train/skipped_updates``); ``max_consecutive_skipped_updates`` skipped in a row stop the run.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from maniflow_rl.rl.env_input_guard import (DEFAULT_MAX_ABS_ENV_VALUE, NONFINITE_POLICIES,
+                                            validate_guard_settings)
 
 LOGPROB_LEVELS = ("chunk", "action", "dim")
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -61,6 +70,10 @@ class PPOConfig:
     eval_interval: int = 50
     eval_episodes: int = 10
     log_dir: str | None = None  # TensorBoard folder; default: <save_path>/tb
+    # --- faults (NaN guards) ---
+    nonfinite_policy: str = "error"       # bad env reward/observation: "error" | "drop"
+    max_abs_env_value: float | None = DEFAULT_MAX_ABS_ENV_VALUE   # |x| above: bad (None: off)
+    max_consecutive_skipped_updates: int = 10   # non-finite loss/grad steps in a row -> stop
     # --- run ---
     seed: int = 0
     device: str = "cpu"
@@ -69,11 +82,19 @@ class PPOConfig:
     def validate(self) -> "PPOConfig":
         """Raise ``ValueError`` with a readable message for inconsistent values."""
         positive_ints = ("total_timesteps", "num_envs", "num_steps_per_rollout", "batch_size",
-                         "update_epochs", "save_interval", "log_interval", "eval_interval")
+                         "update_epochs", "save_interval", "log_interval", "eval_interval",
+                         "max_consecutive_skipped_updates")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"PPOConfig.{name} must be a positive integer, got {value!r}")
+        if self.nonfinite_policy not in NONFINITE_POLICIES:
+            raise ValueError(f"PPOConfig.nonfinite_policy must be one of {NONFINITE_POLICIES}, "
+                             f"got {self.nonfinite_policy!r}")
+        try:
+            validate_guard_settings(self.nonfinite_policy, self.max_abs_env_value)
+        except ValueError as exc:
+            raise ValueError(f"PPOConfig.{exc}") from None
         if self.bc_coef < 0 or self.bc_batch_size < 1:
             raise ValueError(f"PPOConfig.bc_coef must be >= 0 and bc_batch_size >= 1, got "
                              f"{self.bc_coef}, {self.bc_batch_size}")

@@ -9,86 +9,56 @@ One iteration (one "rollout" in the seed's wording)::
     batch = advantage_calculator.calculate(batch)        # fills advantages / returns / mask
     metrics = ppo_update(policy, optimizer, batch, config)
     lr_scheduler.step(); log every log_interval; eval every eval_interval; save every save_interval
+
+Faults and restarts: bad env values are caught by the collector (``PPOConfig.nonfinite_policy``),
+non-finite minibatch steps are skipped by the update and ``max_consecutive_skipped_updates`` of
+them in a row stop the run (:class:`NonFiniteTrainingError`); a checkpoint is only written when
+every weight is finite. When logging starts (after a resume: at the checkpoint's step),
+``metrics.jsonl`` is cut back to that step, TensorBoard purges the later steps, temp files of
+interrupted saves are deleted, and a resumed run re-seeds its envs from ``(seed, global_step)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
 from maniflow_rl.rl.demo_regularizer import DemoRegularizer
 from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
-from maniflow_rl.rl.ppo_update import ppo_update
+from maniflow_rl.rl.ppo_helpers import (  # noqa: F401  (re-exported: public names)
+    CONSOLE_KEYS,
+    CRITIC_NAME_MARKERS,
+    NonFiniteTrainingError,
+    denoising_step_diagnostics,
+    lr_multiplier,
+    rollout_metrics,
+    skipped_updates_message,
+    split_actor_critic_parameters,
+)
+from maniflow_rl.rl.ppo_update import consecutive_skipped_updates, ppo_update
 from maniflow_rl.rl.rollout_collector import (CollectorConfig, ManiFlowRolloutCollector,
                                               group_layout_seeds)
 from maniflow_rl.utils.checkpoint import (
+    assert_finite_state,
     load_checkpoint_file,
     load_policy_weights,
     save_checkpoint_atomic,
 )
 from maniflow_rl.utils.logger import MetricLogger
-from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
+from maniflow_rl.utils.run_files import METRICS_FILE, append_metrics_row, prepare_run_dir
+from maniflow_rl.utils.seeding import (get_rng_state, reseed_env_runner_for_resume,
+                                       seed_everything, set_rng_state)
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 
 log = logging.getLogger("maniflow_rl")
-
-CONSOLE_KEYS = ("rollout/return_mean", "rollout/success_rate", "eval/success_rate",
-                "train/policy_loss", "train/value_loss", "train/approx_kl", "train/clipfrac",
-                "train/explained_variance", "perf/sps")
-CRITIC_NAME_MARKERS = ("value_head", "critic")
-
-
-def split_actor_critic_parameters(policy: torch.nn.Module):
-    """Critic = parameters whose name contains ``value_head`` or ``critic``; actor = the rest."""
-    actor, critic = [], []
-    for name, param in policy.named_parameters():
-        if not param.requires_grad:
-            continue
-        (critic if any(m in name for m in CRITIC_NAME_MARKERS) else actor).append(param)
-    return actor, critic
-
-
-def lr_multiplier(schedule: str, iteration: int, num_iterations: int, warmup: int) -> float:
-    """LR factor: linear warm-up over ``warmup`` iterations, then constant / linear / cosine decay
-    to 0 at ``num_iterations``."""
-    if warmup > 0 and iteration < warmup:
-        return (iteration + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (iteration - warmup) / max(1, num_iterations - warmup))
-    if schedule == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def denoising_step_diagnostics(chains: torch.Tensor, denoise_inds: torch.Tensor,
-                               executed: slice) -> dict[str, float]:
-    """How much each denoising step moves the executed actions: ``mean |x_{k+1} - x_k|`` over
-    the executed slice, per step k (``rollout/step_change_k``), and for the chains whose
-    stochastic step was k (``rollout/noisy_step_change_k``); the mean stochastic step index."""
-    chains = chains.flatten(0, -4)[:, :, executed]                       # [B, K+1, Ca, Da]
-    change = (chains[:, 1:] - chains[:, :-1]).abs().flatten(2).mean(2)   # [B, K]
-    inds = denoise_inds.flatten(0, -2)
-    out = {f"rollout/step_change_k{k}": float(change[:, k].mean())
-           for k in range(change.shape[1])}
-    single = bool((inds == inds[:, :1]).all()) and bool((inds >= 0).all())
-    if single:   # flow_sde: one stochastic step per chain
-        steps = inds[:, 0]
-        out["rollout/sde_step_mean"] = float(steps.float().mean())
-        for k in steps.unique().tolist():
-            out[f"rollout/noisy_step_change_k{k}"] = float(change[steps == k, k].mean())
-    return out
-
 
 class ManiFlowPPOTrainer:
     """PPO fine-tuning of a chain-recording flow policy on an env runner."""
@@ -122,7 +92,9 @@ class ManiFlowPPOTrainer:
         self.collector_config = _as_config(CollectorConfig, collector_config)
         self.collector = ManiFlowRolloutCollector(
             self.policy, env_runner, self.collector_config, device=self.device,
-            group_size=self.advantage_config.group_size)
+            group_size=self.advantage_config.group_size,
+            nonfinite_policy=self.config.nonfinite_policy,
+            max_abs_env_value=self.config.max_abs_env_value)
         self.advantage_calculator = ManiFlowAdvantageCalculator(self.advantage_config)
         self.fresh_episode_rollouts = self.advantage_config.advantage_type == "grpo"
         if self.fresh_episode_rollouts:
@@ -147,6 +119,7 @@ class ManiFlowPPOTrainer:
         self.iteration = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
+        self.consecutive_skipped_updates = 0
         self._generator = torch.Generator().manual_seed(self.config.seed)
         self._logger: MetricLogger | None = None
         seed_everything(self.config.seed)
@@ -231,8 +204,17 @@ class ManiFlowPPOTrainer:
         env_steps = int(stats.get("env_steps", self.env_steps_per_iteration))
         self.global_step += env_steps
         self.iteration += 1
+        self.consecutive_skipped_updates = consecutive_skipped_updates(
+            self.consecutive_skipped_updates, update_metrics["skipped_updates"],
+            update_metrics.pop("trailing_skipped_updates"), update_metrics["num_minibatches"])
         metrics = self._collect_metrics(stats, update_metrics, batch, critic_only,
                                         env_steps, t_rollout, t_update)
+        if self.consecutive_skipped_updates >= cfg.max_consecutive_skipped_updates:
+            self._record(metrics)
+            message = skipped_updates_message(self.consecutive_skipped_updates, self.iteration,
+                                              self._last_checkpoint())
+            log.error(message)
+            raise NonFiniteTrainingError(message)
         if self.iteration % cfg.eval_interval == 0 and cfg.eval_episodes > 0:
             metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()
                             if isinstance(v, (int, float))})
@@ -245,23 +227,8 @@ class ManiFlowPPOTrainer:
                          t_rollout, t_update) -> dict[str, float]:
         metrics: dict[str, float] = {"iteration": self.iteration, "global_step": self.global_step}
         metrics.update({f"train/{k}": v for k, v in update_metrics.items()})
-        returns = stats.get("episode_returns", [])
-        successes = stats.get("episode_successes", [])
-        lengths = stats.get("episode_lengths", [])
-        if len(returns):
-            metrics["rollout/return_mean"] = float(np.mean(returns))
-            metrics["rollout/episode_length"] = float(np.mean(lengths))
-            metrics["rollout/num_episodes"] = float(len(returns))
-        if len(successes):
-            metrics["rollout/success_rate"] = float(np.mean(successes))
-        metrics["rollout/reward_per_decision"] = float(batch.rewards.mean())
-        metrics["rollout/mask_fraction"] = float(batch.mask.mean())   # samples with signal
-        if "active_env_steps" in stats:
-            metrics["rollout/active_env_steps"] = float(stats["active_env_steps"])
-        metrics.update(denoising_step_diagnostics(batch.chains, batch.denoise_inds,
-                                                  self.policy.executed_slice))
-        metrics["rollout/value_mean"] = float(batch.values.mean())
-        metrics["rollout/advantage_std"] = float(batch.advantages.std())
+        metrics["train/consecutive_skipped_updates"] = float(self.consecutive_skipped_updates)
+        metrics.update(rollout_metrics(stats, batch, self.policy.executed_slice))
         metrics["train/critic_warmup"] = float(critic_only)
         for group in self.optimizer.param_groups:
             metrics[f"train/lr_{group.get('name', 'group')}"] = group["lr"]
@@ -276,9 +243,7 @@ class ManiFlowPPOTrainer:
     def _record(self, metrics: dict[str, float]) -> None:
         self.history.append(metrics)
         self._logger.log(metrics, self.global_step)
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.save_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        append_metrics_row(self.save_dir / METRICS_FILE, metrics)
         if self.iteration % self.config.log_interval == 0:
             self._logger.console(metrics, self.global_step, CONSOLE_KEYS)
 
@@ -290,10 +255,14 @@ class ManiFlowPPOTrainer:
             group["lr"] = group["initial_lr"] * factor
 
     def _open_logger(self) -> None:
+        """Open the logger; first make the run folder describe this run up to ``global_step``
+        (``utils/run_files.prepare_run_dir``) and purge later TensorBoard steps."""
         if self._logger is None:
+            prepare_run_dir(self.save_dir, self.global_step, step_key="global_step")
             log_dir = self.config.log_dir or str(self.save_dir / "tb")
             self._logger = MetricLogger(log_dir, self.config.wandb_project,
-                                        self.config.wandb_run_name, self.config.to_dict())
+                                        self.config.wandb_run_name, self.config.to_dict(),
+                                        purge_step=self.global_step + 1)
 
     def close(self) -> None:
         if self._logger is not None:
@@ -337,8 +306,19 @@ class ManiFlowPPOTrainer:
             "imitation_checkpoint": self.imitation_checkpoint,
         }
 
+    def _last_checkpoint(self) -> Path | None:
+        latest = self.save_dir / "latest.pt"
+        return latest if latest.is_file() else None
+
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Atomically write ``checkpoint_<iteration>.pt`` (and ``latest.pt``) under save_path."""
+        """Atomically write ``checkpoint_<iteration>.pt`` (and ``latest.pt``) under save_path.
+
+        Refuses (:class:`~maniflow_rl.utils.checkpoint.NonFiniteStateError`) before writing
+        anything if a weight or optimizer statistic is NaN / inf: the files already there stay."""
+        where = f"refusing to save the PPO checkpoint of iteration {self.iteration} " \
+                f"(the previous checkpoints are left as they are): "
+        assert_finite_state(self.policy, where + "the policy")
+        assert_finite_state(self.optimizer.state_dict()["state"], where + "the optimizer state")
         payload = self.checkpoint_payload()
         if path is not None:
             return save_checkpoint_atomic(payload, path)
@@ -368,6 +348,12 @@ class ManiFlowPPOTrainer:
             set_rng_state(payload.get("rng"))
             if payload.get("trainer_generator") is not None:
                 self._generator.set_state(payload["trainer_generator"])
+            self.consecutive_skipped_updates = 0
+            self.close()   # the next _open_logger cuts metrics.jsonl / TensorBoard to this step
+            if not self.fresh_episode_rollouts:   # GRPO seeds every rollout from iteration
+                # new layouts, not the run's first ones: seed from (seed, global_step)
+                reseed_env_runner_for_resume(self.env_runner, self.config.seed, self.global_step)
+            self.collector.vector_steps = self.global_step // max(1, self.config.num_envs)
             self.collector.reset()
             if self.imitation_checkpoint is None:
                 self.imitation_checkpoint = payload.get("imitation_checkpoint")

@@ -13,6 +13,11 @@ are dropped before minibatching. For every epoch and minibatch::
     clip the actor's and the critic's gradient norms separately, optimizer step.
 
 During critic warm-up only ``L_v`` is optimised (actor weights stay frozen).
+
+A minibatch whose loss or (actor / critic) gradient norm is not finite is skipped: no optimizer
+step, so parameters and optimizer state stay as they were. ``skipped_updates`` counts them and
+``trailing_skipped_updates`` is the run of skips at the end of the update (the trainer stops
+after ``max_consecutive_skipped_updates`` in a row, see :func:`consecutive_skipped_updates`).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)  # per key: per-step diagnostics are not in every mb
     count = 0
+    skipped = trailing_skipped = 0
     stopped_early = 0.0
     for _ in range(config.update_epochs if num_samples else 0):
         order = keep[torch.randperm(num_samples, generator=generator).to(device)]
@@ -61,6 +67,10 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
             idx = order[start:start + config.batch_size]
             metrics = _minibatch_step(policy, optimizer, data, idx, config, critic_only,
                                       actor_params, critic_params, bc_loss_fn)
+            if metrics.get("skipped"):
+                skipped += 1
+                trailing_skipped += 1
+                continue
             for key, value in metrics.items():
                 sums[key] += value
                 counts[key] += 1
@@ -68,14 +78,29 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
                 stopped_early = 1.0
                 break
             count += 1
+            trailing_skipped = 0
         if stopped_early:
             break
     result = {key: value / counts[key] for key, value in sums.items() if key != "kl_stop"}
     result["explained_variance"] = float(explained_variance(data["values"], data["returns"]))
     result["kl_early_stop"] = stopped_early
-    result["num_minibatches"] = float(count)
+    result["num_minibatches"] = float(count)   # optimizer steps taken
+    result["skipped_updates"] = float(skipped)
+    result["trailing_skipped_updates"] = float(trailing_skipped)
     result["active_samples"] = float(num_samples)
     return result
+
+
+def consecutive_skipped_updates(previous: int, skipped: int, trailing: int,
+                                steps_taken: int) -> int:
+    """Optimizer steps skipped in a row after one update: ``previous`` (the count before it)
+    plus ``skipped`` if the update took no step, else the update's ``trailing`` skips."""
+    return int(trailing) if steps_taken > 0 else int(previous) + int(skipped)
+
+
+def is_finite_number(value: torch.Tensor | float) -> bool:
+    """Whether a scalar loss / gradient norm is finite (not NaN, not +-inf)."""
+    return bool(torch.isfinite(torch.as_tensor(value)).all())
 
 
 def _actor_critic_params(optimizer, actor_params, critic_params):
@@ -131,6 +156,8 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
         bc_loss = bc_loss_fn()
         loss = loss + config.bc_coef * bc_loss
     optimizer.zero_grad(set_to_none=True)
+    if not is_finite_number(loss.detach()):   # skip: no backward, no step
+        return {"skipped": 1.0, "kl_stop": 0.0}
     loss.backward()
     if critic_only:
         for p in actor_params:
@@ -139,6 +166,9 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
                   torch.nn.utils.clip_grad_norm_(actor_params, config.max_grad_norm))
     critic_norm = (torch.nn.utils.clip_grad_norm_(critic_params, config.critic_max_grad_norm)
                    if critic_params else torch.zeros(()))
+    if not (is_finite_number(actor_norm) and is_finite_number(critic_norm)):
+        optimizer.zero_grad(set_to_none=True)   # the step is skipped; drop the bad gradients
+        return {"skipped": 1.0, "kl_stop": 0.0}
     optimizer.step()
     return {
         "policy_loss": float(pg_loss.detach()),

@@ -23,6 +23,12 @@ Time limits: on truncation the value of the final observation history (history s
 is also enforced here: an episode that reaches it without the env ending is truncated for
 bookkeeping (``dones = truncated = 1``, bootstrap from the current observation, history restarts
 from the current frame). The env runner has no per-env reset, so that env simply continues.
+
+Bad env values (NaN, inf, ``|x| > max_abs_env_value``) in rewards, observations and the used
+``final_obs`` rows are caught at the step (``rl/env_input_guard.py``): an error naming the env,
+the key and the step (``nonfinite_policy="error"``, default), or with ``"drop"`` the reward
+counts 0, the bad frame is replaced by the env's previous frame, the decision point is marked
+(``ChunkOutcome.dropped``; ``mask = 0`` in the batch) and counted (``nonfinite_dropped``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from torch import Tensor
 
 from maniflow_rl.envs.base import normalize_step_output, validate_obs_dict
 from maniflow_rl.rl.batch import RolloutBatch
+from maniflow_rl.rl.env_input_guard import DEFAULT_MAX_ABS_ENV_VALUE, EnvInputGuard
 
 
 @dataclass
@@ -55,6 +62,8 @@ class ChunkOutcome:
     dones: np.ndarray
     truncated: np.ndarray
     counted_steps: int = 0      # sub-steps whose reward counts (summed over envs)
+    dropped: np.ndarray | None = None   # bool [num_envs]: transition dropped (bad env value)
+    nonfinite_dropped: int = 0  # env sub-steps with a bad value in this chunk (drop mode)
     final_history_envs: list[int] = field(default_factory=list)
     final_histories: list[dict[str, np.ndarray]] = field(default_factory=list)  # [To, *shape]
 
@@ -63,7 +72,14 @@ class ManiFlowRolloutCollector:
     """Collect RolloutBatches from an env runner with a ManiFlow RL policy (chunked execution)."""
 
     def __init__(self, policy: Any, env_runner: Any, config: CollectorConfig | None = None,
-                 device: str | torch.device = "cpu", group_size: int = 1):
+                 device: str | torch.device = "cpu", group_size: int = 1,
+                 nonfinite_policy: str = "error",
+                 max_abs_env_value: float | None = DEFAULT_MAX_ABS_ENV_VALUE,
+                 extra_obs_keys: tuple[str, ...] = ()):
+        """``nonfinite_policy`` (``"error"`` | ``"drop"``) and ``max_abs_env_value`` (None:
+        finiteness only): what a bad env value does, see the module docstring.
+        ``extra_obs_keys``: env observation keys kept in the history besides the policy's
+        (e.g. ``full_state`` for an asymmetric critic); the policy never reads them."""
         if config is None:
             config = CollectorConfig(action_chunk_size=policy.n_action_steps,
                                      obs_chunk_size=policy.n_obs_steps)
@@ -82,7 +98,11 @@ class ManiFlowRolloutCollector:
         self.group_size = int(group_size)
         self.num_envs = int(env_runner.num_envs)
         self.obs_keys = list(policy.shape_meta["obs"])
+        self.obs_keys += [k for k in extra_obs_keys if k not in self.obs_keys]
         self.episode_stats: dict[str, Any] = {}
+        self.guard = EnvInputGuard(nonfinite_policy, max_abs_env_value)
+        self.vector_steps = 0           # env.step calls made by this collector (error messages)
+        self.nonfinite_dropped = 0      # env sub-steps with a bad value dropped, in total
         self._history: dict[str, np.ndarray] | None = None   # key -> [N, To, *shape]
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
@@ -92,6 +112,10 @@ class ManiFlowRolloutCollector:
     def _frame(self, obs: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
         """Validate one env frame against policy.shape_meta; keep its keys, float64 -> float32."""
         validate_obs_dict(obs, self.policy.shape_meta, self.num_envs, where=where)
+        missing = [key for key in self.obs_keys if key not in obs]
+        if missing:
+            raise ValueError(f"{where} lacks the extra observation key(s) {missing} the "
+                             f"collector keeps (got keys {sorted(obs)})")
         frame = {}
         for key in self.obs_keys:
             value = np.asarray(obs[key])
@@ -110,12 +134,31 @@ class ManiFlowRolloutCollector:
         return {key: np.concatenate([history[key][:, 1:], frame[key][:, None]], axis=1)
                 for key in self.obs_keys}
 
+    def _drop_bad_rows(self, frame: dict[str, np.ndarray], bad: np.ndarray,
+                       fallback: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``frame`` with rows ``bad`` (bool mask) replaced by ``fallback``'s (copies)."""
+        if not bad.any():
+            return frame
+        out = {}
+        for key in self.obs_keys:
+            out[key] = np.array(frame[key], copy=True)
+            out[key][bad] = fallback[key][bad]
+        return out
+
+    def _last_frame(self) -> dict[str, np.ndarray]:
+        return {key: value[:, -1] for key, value in self._history.items()}
+
     def _to_policy(self, history: dict[str, np.ndarray]) -> dict[str, Tensor]:
         return {key: torch.tensor(value, device=self.device) for key, value in history.items()}
 
     def reset(self) -> None:
         """Reset the env runner, the observation histories and the running episode stats."""
         frame = self._frame(self.env_runner.reset(), "env reset observation")
+        bad = self.guard.inspect(frame, "from reset()")
+        fallback = (self._last_frame() if self._history is not None else
+                    {key: np.zeros_like(value) for key, value in frame.items()})
+        frame = self._drop_bad_rows(frame, bad, fallback)
+        self.nonfinite_dropped += int(bad.sum())
         steps = self.config.obs_chunk_size
         self._history = {key: np.repeat(value[:, None], steps, axis=1)
                          for key, value in frame.items()}
@@ -130,11 +173,21 @@ class ManiFlowRolloutCollector:
         outside the bool mask ``active`` are idle: nothing they do is counted."""
         num_envs = self.num_envs
         outcome = ChunkOutcome(rewards=np.zeros(num_envs, np.float32),
-                               dones=np.zeros(num_envs, bool), truncated=np.zeros(num_envs, bool))
+                               dones=np.zeros(num_envs, bool), truncated=np.zeros(num_envs, bool),
+                               dropped=np.zeros(num_envs, bool))
+        dropped_before = self.nonfinite_dropped
         counted = active.copy()   # False for idle envs and after this chunk's first done
         for sub_step in range(actions.shape[1]):
             step = normalize_step_output(self.env_runner.step(actions[:, sub_step]), num_envs)
+            self.vector_steps += 1
             frame = self._frame(step.obs, "env step observation")
+            at_step = f"at env step {self.vector_steps}"
+            bad = self.guard.inspect({"reward": step.rewards, **frame}, f"from step() {at_step}")
+            if bad.any():   # drop mode: reward 0, previous frame, transition marked
+                step.rewards = np.where(bad, 0.0, step.rewards).astype(np.float32)
+                frame = self._drop_bad_rows(frame, bad, self._last_frame())
+                outcome.dropped |= bad & counted
+            bad_this_step = bad
             self._episode_return += step.rewards
             self._episode_length += 1
             self._episode_success |= step.success
@@ -153,6 +206,12 @@ class ManiFlowRolloutCollector:
                                self._frame(step.final_obs, "env step final_obs").items()}
                 for key in self.obs_keys:
                     final_frame[key][over_limit] = frame[key][over_limit]
+                bad = self.guard.inspect(final_frame, f"in final_obs of step() {at_step}",
+                                         only=counted & truncated)
+                if bad.any():
+                    final_frame = self._drop_bad_rows(final_frame, bad, self._last_frame())
+                    outcome.dropped |= bad
+                    bad_this_step = bad_this_step | bad
                 final_history = self._push_frame(self._history, final_frame)
                 for env in bootstrap_envs:
                     outcome.final_history_envs.append(int(env))
@@ -169,6 +228,8 @@ class ManiFlowRolloutCollector:
             self._history = self._push_frame(self._history, frame)
             self._restart_history(self._history, frame, ended)
             counted &= ~ended
+            self.nonfinite_dropped += int(bad_this_step.sum())
+        outcome.nonfinite_dropped = self.nonfinite_dropped - dropped_before
         return outcome
 
     def _sample(self, mode: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -179,6 +240,9 @@ class ManiFlowRolloutCollector:
         if tuple(out["actions"].shape) != expected:
             raise ValueError(f"policy.sample_actions returned actions of shape "
                              f"{tuple(out['actions'].shape)}, expected {expected}")
+        if not bool(torch.isfinite(out["actions"]).all()):
+            raise FloatingPointError("policy.sample_actions returned non-finite actions (are "
+                                     "the policy's weights finite?); they are not sent to the envs")
         return obs, out
 
     def _values(self, histories: dict[str, np.ndarray]) -> Tensor:
@@ -213,7 +277,8 @@ class ManiFlowRolloutCollector:
         after it ends (module docstring). Returns ``(batch, stats)``; ``stats`` has
         ``episode_returns`` / ``episode_lengths`` / ``episode_successes`` (lists over episodes
         finished during this call), ``num_episodes``, ``env_steps`` (sub-steps summed over envs),
-        ``active_env_steps`` (those of non-idle envs), ``rollout_time`` and ``sps``.
+        ``active_env_steps`` (those of non-idle envs), ``nonfinite_dropped`` (env sub-steps
+        with a bad value, drop mode), ``rollout_time`` and ``sps``.
         """
         if self._history is None or fresh_episodes:
             self.reset()
@@ -226,10 +291,13 @@ class ManiFlowRolloutCollector:
             "obs", "chains", "denoise_inds", "actions", "logprobs", "values", "rewards",
             "dones", "truncated")}
         bootstrap_steps, bootstrap_envs, bootstrap_histories = [], [], []
+        dropped_before = self.nonfinite_dropped
         for t in range(num_decision_steps):
             obs, out = self._sample(mode)
-            masks.append(torch.tensor(active, dtype=torch.float32, device=self.device))
+            step_mask = active.copy()
             outcome = self._execute_chunk(out["actions"].detach().cpu().numpy(), finished, active)
+            masks.append(torch.tensor(step_mask & ~outcome.dropped, dtype=torch.float32,
+                                      device=self.device))
             active_steps += outcome.counted_steps
             if fresh_episodes:
                 active &= ~outcome.dones
@@ -267,6 +335,7 @@ class ManiFlowRolloutCollector:
             "num_episodes": len(finished),
             "env_steps": env_steps,
             "active_env_steps": int(active_steps),
+            "nonfinite_dropped": self.nonfinite_dropped - dropped_before,
             "rollout_time": elapsed,
             "sps": env_steps / max(elapsed, 1e-9),
         }

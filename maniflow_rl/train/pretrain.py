@@ -36,7 +36,8 @@ from maniflow_rl.data.dataset import (PointCloudSequenceDataset, infer_shape_met
 from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy, make_env_runner
 from maniflow_rl.train.ema import EMAModel
 from maniflow_rl.train.lr_schedule import cosine_with_warmup
-from maniflow_rl.utils.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+from maniflow_rl.utils.checkpoint import (load_checkpoint_file, remove_stale_temp_files,
+                                         save_checkpoint_atomic)
 from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
@@ -324,7 +325,9 @@ def run_pretraining(cfg: PretrainConfig, env_runner_factory: Callable[[], Any] |
     run = _Run(cfg, env_runner_factory, policy_factory)
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    logger = MetricLogger(run.out / "tb")
+    remove_stale_temp_files(run.ckpt_dir)          # left by saves a kill interrupted
+    # a resumed run logs the steps after its checkpoint again: TensorBoard drops the old ones
+    logger = MetricLogger(run.out / "tb", purge_step=run.global_step + 1)
     last_eval, checkpoint = None, None
     bar = tqdm(total=run.total_steps, initial=run.global_step, desc="pretrain",
                disable=not progress, dynamic_ncols=True)

@@ -4,26 +4,44 @@ Every checkpoint maniflow-rl writes is a ``torch.save`` dict with at least::
 
     {"format": "maniflow_rl", "version": 1, "kind": "pretrain" | "ppo", ...}
 
-Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the
-target, so a crash never leaves a half-written checkpoint under the final name.
+Writes go to a temporary file in the same folder (``.<name>.<8 random chars>.tmp``), are
+flushed and fsynced, then renamed over the target, so a crash never leaves a half-written
+checkpoint under the final name; :func:`remove_stale_temp_files` deletes the temp files a killed
+write leaves behind. A payload with a non-finite floating-point tensor (NaN / inf weights) is
+never written: :func:`assert_finite_state` raises :class:`NonFiniteStateError` first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
+import numpy as np
 import torch
+
+log = logging.getLogger("maniflow_rl")
 
 CHECKPOINT_FORMAT = "maniflow_rl"
 CHECKPOINT_VERSION = 1
 
 
+# write_atomic's temp files: mkstemp(prefix=".<name>.", suffix=".tmp") adds 8 characters from
+# [a-z0-9_]; remove_stale_temp_files deletes only names of exactly this form
+TEMP_SUFFIX = ".tmp"
+TEMP_FILE_PATTERN = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or not a maniflow-rl checkpoint."""
+
+
+class NonFiniteStateError(RuntimeError):
+    """A model / optimizer state holds NaN or inf values; it is not saved."""
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -31,7 +49,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     crash never leaves a half-written file under the final name. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -45,8 +63,76 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     return path
 
 
-def save_checkpoint_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Save ``payload`` (plus format/version tags) to ``path`` atomically; return the path."""
+def is_temp_file_name(name: str) -> bool:
+    """True for the names :func:`write_atomic` gives its temp files (``.<name>.<8>.tmp``)."""
+    return TEMP_FILE_PATTERN.match(name) is not None
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temp files interrupted atomic writes left in ``directory`` (not recursive).
+
+    Only regular files whose name matches :data:`TEMP_FILE_PATTERN` (what :func:`write_atomic`
+    creates) are removed; anything else, symlinks included, is left alone. Call it when a run
+    starts, before it writes: a temp file of a write in progress would be removed too. Returns
+    the removed paths (empty if the folder does not exist)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for entry in sorted(directory.iterdir()):
+        if is_temp_file_name(entry.name) and entry.is_file() and not entry.is_symlink():
+            size = entry.stat().st_size
+            entry.unlink()
+            removed.append(entry)
+            log.info("removed %s (%d bytes) left by an interrupted save", entry, size)
+    return removed
+
+
+def nonfinite_tensors(state: Any, prefix: str = "") -> Iterator[tuple[str, int, int]]:
+    """Yield ``(name, num_nan, num_inf)`` for every floating-point tensor / array in ``state``
+    (an ``nn.Module``, a state dict, or nested dicts / lists / tuples) that is not all finite.
+    Integer, bool and non-array values (Python floats in histories) are not inspected."""
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    if isinstance(state, torch.Tensor):
+        if (state.is_floating_point() or state.is_complex()) and state.numel():
+            finite = torch.isfinite(state)
+            if not bool(finite.all()):
+                num_nan = int(torch.isnan(state).sum())
+                yield prefix or "<tensor>", num_nan, int((~finite).sum()) - num_nan
+    elif isinstance(state, np.ndarray):
+        if np.issubdtype(state.dtype, np.inexact) and state.size and not np.isfinite(state).all():
+            num_nan = int(np.isnan(state).sum())
+            yield prefix or "<array>", num_nan, int((~np.isfinite(state)).sum()) - num_nan
+    elif isinstance(state, Mapping):
+        for key, value in state.items():
+            yield from nonfinite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            yield from nonfinite_tensors(value, f"{prefix}[{index}]")
+
+
+def assert_finite_state(state: Any, what: str) -> None:
+    """Raise :class:`NonFiniteStateError` naming ``what`` and the first bad tensors if ``state``
+    (module, state dict or nested containers, see :func:`nonfinite_tensors`) holds NaN / inf.
+    Call it before saving: a non-finite model must never replace a good checkpoint."""
+    bad = list(nonfinite_tensors(state))
+    if bad:
+        shown = ", ".join(f"'{name}' ({nan} NaN, {inf} inf)" for name, nan, inf in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise NonFiniteStateError(f"{what} has non-finite values in {len(bad)} tensor(s): "
+                                  f"{shown}{more}")
+
+
+def save_checkpoint_atomic(payload: dict[str, Any], path: str | os.PathLike,
+                           check_finite: bool = True) -> Path:
+    """Save ``payload`` (plus format/version tags) to ``path`` atomically; return the path.
+
+    With ``check_finite`` (default) a payload holding a NaN / inf floating-point tensor is
+    refused with :class:`NonFiniteStateError` before anything is written, so the file already
+    at ``path`` stays as it was."""
+    if check_finite:
+        assert_finite_state(payload, f"refusing to write checkpoint {path}: its payload")
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
     return write_atomic(path, lambda f: torch.save(payload, f))
 

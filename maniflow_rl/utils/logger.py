@@ -3,6 +3,10 @@
 ``MetricLogger.log(metrics, step)`` writes scalars to TensorBoard every call and to wandb when a
 project is configured. wandb runs offline unless ``WANDB_MODE`` says otherwise or an API key is
 configured, so a machine without network never blocks on it.
+
+A resumed run opens its logger with ``purge_step = checkpoint step + 1``: TensorBoard then
+discards the events an earlier process wrote at steps >= ``purge_step`` (the iterations after
+the checkpoint, which the resumed run does again), so no step is shown twice.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ logger = logging.getLogger("maniflow_rl")
 
 class MetricLogger:
     def __init__(self, log_dir: str | os.PathLike | None, wandb_project: str | None = None,
-                 wandb_run_name: str | None = None, config: Mapping[str, Any] | None = None):
+                 wandb_run_name: str | None = None, config: Mapping[str, Any] | None = None,
+                 purge_step: int | None = None):
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self._tb = None
         self._wandb = None
@@ -26,7 +31,7 @@ class MetricLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            self._tb = SummaryWriter(str(self.log_dir))
+            self._tb = SummaryWriter(str(self.log_dir), purge_step=purge_step)
         if wandb_project:
             self._wandb = _init_wandb(wandb_project, wandb_run_name, config, self.log_dir)
 

@@ -63,7 +63,11 @@ def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
     with pytest.raises(Crash):
         run_pretraining(tiny_pretrain_config(dataset, tmp_path / "b"), progress=False)
     monkeypatch.setattr(pretrain_module._Run, "save", original_save)
+    stale = tmp_path / "b" / "checkpoints" / ".latest.pt.k3j4h5g6.tmp"   # a killed save's temp
+    stale.write_bytes(b"partial")
+    (tmp_path / "b" / "checkpoints" / "notes.tmp").write_text("mine")
     resumed = run_pretraining(tiny_pretrain_config(dataset, tmp_path / "b"), progress=False)
+    assert not stale.exists() and (tmp_path / "b" / "checkpoints" / "notes.tmp").exists()
 
     assert resumed["resumed_from_epoch"] == 2 and resumed["epochs"] == 4
     assert resumed["global_step"] == straight["global_step"]

@@ -1,0 +1,96 @@
+"""Helpers of the PPO trainer: actor/critic parameter split, LR schedule, per-denoising-step
+diagnostics, the console columns, and the error that stops a run whose updates keep failing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+CONSOLE_KEYS = ("rollout/return_mean", "rollout/success_rate", "eval/success_rate",
+                "train/policy_loss", "train/value_loss", "train/approx_kl", "train/clipfrac",
+                "train/explained_variance", "perf/sps")
+CRITIC_NAME_MARKERS = ("value_head", "critic")
+
+
+def split_actor_critic_parameters(policy: torch.nn.Module):
+    """Critic = parameters whose name contains ``value_head`` or ``critic``; actor = the rest."""
+    actor, critic = [], []
+    for name, param in policy.named_parameters():
+        if not param.requires_grad:
+            continue
+        (critic if any(m in name for m in CRITIC_NAME_MARKERS) else actor).append(param)
+    return actor, critic
+
+
+def lr_multiplier(schedule: str, iteration: int, num_iterations: int, warmup: int) -> float:
+    """LR factor: linear warm-up over ``warmup`` iterations, then constant / linear / cosine decay
+    to 0 at ``num_iterations``."""
+    if warmup > 0 and iteration < warmup:
+        return (iteration + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (iteration - warmup) / max(1, num_iterations - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def denoising_step_diagnostics(chains: torch.Tensor, denoise_inds: torch.Tensor,
+                               executed: slice) -> dict[str, float]:
+    """How much each denoising step moves the executed actions: ``mean |x_{k+1} - x_k|`` over
+    the executed slice, per step k (``rollout/step_change_k``), and for the chains whose
+    stochastic step was k (``rollout/noisy_step_change_k``); the mean stochastic step index."""
+    chains = chains.flatten(0, -4)[:, :, executed]                       # [B, K+1, Ca, Da]
+    change = (chains[:, 1:] - chains[:, :-1]).abs().flatten(2).mean(2)   # [B, K]
+    inds = denoise_inds.flatten(0, -2)
+    out = {f"rollout/step_change_k{k}": float(change[:, k].mean())
+           for k in range(change.shape[1])}
+    single = bool((inds == inds[:, :1]).all()) and bool((inds >= 0).all())
+    if single:   # flow_sde: one stochastic step per chain
+        steps = inds[:, 0]
+        out["rollout/sde_step_mean"] = float(steps.float().mean())
+        for k in steps.unique().tolist():
+            out[f"rollout/noisy_step_change_k{k}"] = float(change[steps == k, k].mean())
+    return out
+
+
+def rollout_metrics(stats: dict[str, Any], batch, executed: slice) -> dict[str, float]:
+    """``rollout/*`` metrics of one rollout: episode statistics (when episodes finished),
+    reward per decision point, mask fraction, dropped bad env values, denoising diagnostics,
+    value mean and advantage std."""
+    metrics: dict[str, float] = {}
+    returns = stats.get("episode_returns", [])
+    successes = stats.get("episode_successes", [])
+    lengths = stats.get("episode_lengths", [])
+    if len(returns):
+        metrics["rollout/return_mean"] = float(np.mean(returns))
+        metrics["rollout/episode_length"] = float(np.mean(lengths))
+        metrics["rollout/num_episodes"] = float(len(returns))
+    if len(successes):
+        metrics["rollout/success_rate"] = float(np.mean(successes))
+    metrics["rollout/reward_per_decision"] = float(batch.rewards.mean())
+    metrics["rollout/mask_fraction"] = float(batch.mask.mean())   # samples with signal
+    metrics["rollout/nonfinite_dropped"] = float(stats.get("nonfinite_dropped", 0))
+    if "active_env_steps" in stats:
+        metrics["rollout/active_env_steps"] = float(stats["active_env_steps"])
+    metrics.update(denoising_step_diagnostics(batch.chains, batch.denoise_inds, executed))
+    metrics["rollout/value_mean"] = float(batch.values.mean())
+    metrics["rollout/advantage_std"] = float(batch.advantages.std())
+    return metrics
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Too many optimizer steps in a row were skipped (non-finite loss or gradient)."""
+
+
+def skipped_updates_message(consecutive: int, iteration: int, last_checkpoint) -> str:
+    """The error text when ``consecutive`` optimizer steps in a row were skipped."""
+    kept = (f"the last good checkpoint, {last_checkpoint}, is intact" if last_checkpoint
+            else "no checkpoint was written by this run")
+    return (f"training stopped at iteration {iteration}: {consecutive} optimizer steps in a row "
+            f"were skipped because the loss or gradient was not finite (NaN / inf); {kept}. "
+            f"Check the envs' rewards and observations and the learning rates "
+            f"(PPOConfig.max_consecutive_skipped_updates sets this limit)")
