@@ -60,9 +60,11 @@ def make_metaworld_eval_fn(cfg: FinetuneConfig):
     return eval_fn
 
 
-def demo_dataset_for(policy, demos: str | None):
-    """Demo windows shaped like the policy's pretraining data, for the BC term."""
-    from maniflow_rl.data.dataset import PointCloudSequenceDataset
+def demo_dataset_for(policy, demos: str | None, extra_obs_keys: tuple[str, ...] = ()):
+    """Demo windows shaped like the policy's pretraining data (the BC term, DSRL's replay);
+    ``extra_obs_keys``: zarr ``data/`` arrays also loaded, under their own names (e.g. the
+    privileged ``full_state`` of a DSRL critic)."""
+    from maniflow_rl.data.dataset import DEFAULT_KEY_MAP, PointCloudSequenceDataset
 
     if not demos or not Path(demos).exists():
         raise ValueError(f"ppo.bc_coef > 0 needs the demonstrations: `maniflow-rl finetune "
@@ -70,8 +72,10 @@ def demo_dataset_for(policy, demos: str | None):
     obs_meta = policy.shape_meta["obs"]
     channels = next((spec["shape"][-1] for spec in obs_meta.values()
                      if spec.get("type") == "point_cloud"), None)
+    key_map = {**DEFAULT_KEY_MAP, **{key: key for key in extra_obs_keys}}
     dataset = PointCloudSequenceDataset(demos, policy.horizon, policy.n_obs_steps,
-                                        policy.n_action_steps, obs_keys=list(obs_meta),
+                                        policy.n_action_steps,
+                                        obs_keys=[*obs_meta, *extra_obs_keys], key_map=key_map,
                                         point_cloud_channels=channels)
     check_shape_meta_compatible(policy.shape_meta, dataset.shape_meta, required_name="the policy",
                                 provided_name=f"demos {demos}")
@@ -119,14 +123,18 @@ def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir:
 
 
 def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
-                       num_workers: int | None, group_size: int, with_eval: bool):
-    """Training runner (checked against the policy's shape_meta) and the evaluation runner."""
+                       num_workers: int | None, group_size: int, with_eval: bool,
+                       privileged_state: bool = False):
+    """Training runner (checked against the policy's shape_meta; ``privileged_state`` adds
+    ``full_state`` to its observations) and the evaluation runner."""
     from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
 
     env_kwargs = cfg.env.env_kwargs()
     runner = MetaWorldEnvRunner(cfg.env.task, num_envs=num_envs, seed=seed,
                                 num_workers=cfg.env.num_workers if num_workers is None
-                                else num_workers, group_size=group_size, **env_kwargs)
+                                else num_workers, group_size=group_size,
+                                **env_kwargs, **({"privileged_state": True}
+                                                 if privileged_state else {}))
     try:
         check_shape_meta_compatible(
             policy.shape_meta, runner.shape_meta, required_name="the policy",
@@ -144,17 +152,23 @@ def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
 def build_dsrl_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
                        num_workers: int | None = None):
     """DSRL from an imitation checkpoint; resumes from ``<out>/latest.pt`` when it exists."""
+    from maniflow_rl.envs.metaworld.env import PRIVILEGED_KEY
     from maniflow_rl.rl.dsrl import ManiFlowDSRLTrainer
 
     out_dir = Path(out_dir)
     dsrl = dataclasses.replace(cfg.dsrl, save_path=str(out_dir),
                                device=str(resolve_device(cfg.dsrl.device))).validate()
+    unknown = [k for k in dsrl.critic_obs_keys if k != PRIVILEGED_KEY]
+    if unknown:
+        raise ValueError(f"dsrl.critic_obs_keys: MetaWorld offers only {PRIVILEGED_KEY!r} as "
+                         f"a privileged critic input, got {unknown}")
     payload = load_checkpoint_file(checkpoint, expected_kind="pretrain")
     policy = policy_from_checkpoint(payload, cfg.policy)
-    demos = (demo_dataset_for(policy, cfg.demos)
+    demos = (demo_dataset_for(policy, cfg.demos, dsrl.critic_obs_keys)
              if dsrl.variant == "na" and cfg.demos and Path(cfg.demos).exists() else None)
     runner, eval_runner = _start_env_runners(cfg, policy, dsrl.num_envs, dsrl.seed,
-                                             num_workers, 1, dsrl.eval_episodes > 0)
+                                             num_workers, 1, dsrl.eval_episodes > 0,
+                                             privileged_state=bool(dsrl.critic_obs_keys))
     trainer = ManiFlowDSRLTrainer(policy, runner, dsrl, eval_env_runner=eval_runner,
                                   eval_fn=make_metaworld_eval_fn(cfg), demo_dataset=demos)
     latest = out_dir / "latest.pt"

@@ -155,6 +155,10 @@ class NStepAccumulator:
                 queue.popleft()
         return done
 
+    def discard(self, env: int) -> None:
+        """Drop env ``env``'s pending steps (its stream broke: a transition was dropped)."""
+        self.pending[env].clear()
+
     def _combine(self, steps: list[dict[str, Any]]) -> dict[str, Any]:
         first, last = steps[0], steps[-1]
         reward = sum(self.chunk_discount ** i * float(s["reward"]) for i, s in enumerate(steps))

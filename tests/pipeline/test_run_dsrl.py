@@ -15,7 +15,7 @@ DSRL = ["finetune.algorithm=dsrl", "dsrl.variant=na", "dsrl.num_envs=2",
         "dsrl.total_timesteps=160", "dsrl.warmup_steps=40", "dsrl.batch_size=16",
         "dsrl.hidden_dims=[32,32]", "dsrl.utd_ratio=1.0", "dsrl.eval_interval=5",
         "dsrl.eval_episodes=1", "dsrl.save_interval=5", "dsrl.log_interval=5",
-        "dsrl.buffer_size=1000"]
+        "dsrl.buffer_size=1000", "dsrl.critic_obs_keys=[full_state]"]
 
 
 def test_run_with_dsrl_writes_report_and_resumable_checkpoint(tmp_path):
@@ -35,3 +35,7 @@ def test_run_with_dsrl_writes_report_and_resumable_checkpoint(tmp_path):
 
     steered, payload = load_policy_from_checkpoint(run_dir / "finetune" / "latest.pt")
     assert payload["kind"] == "dsrl" and hasattr(steered, "actor")
+    # the critics read MetaWorld's 39-d state besides the actor's features; the actor does not
+    actor_in = steered.actor.net[0].in_features
+    critic_in = payload["modules"]["action_critic"]["members.0.0.weight"].shape[1]
+    assert critic_in == actor_in + 39 + steered.n_action_steps * steered.action_dim

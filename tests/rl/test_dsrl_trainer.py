@@ -87,3 +87,131 @@ def test_bad_config_and_runner_mismatch_fail_before_work(tmp_path):
         DSRLConfig(demo_fraction=1.0).validate()
     with pytest.raises(ValueError, match="num_envs"):
         _trainer(tmp_path, num_envs=8)
+
+
+def test_alias_noises_split_between_the_actor_and_the_prior(tmp_path):
+    trainer = _trainer(tmp_path, "na", num_alias_noises=4, actor_alias_fraction=0.5)
+    with torch.no_grad():   # a near-deterministic actor at u = 3: w = 1.5 tanh(3) everywhere
+        last = trainer.actor.net[-1]
+        last.weight.zero_()
+        last.bias[:trainer.actor.noise_dim] = 3.0
+        last.bias[trainer.actor.noise_dim:] = -5.0
+    obs = {"agent_pos": torch.rand(64, 1, 4)}
+    context, features = trainer.steered.features(obs)
+    features.requires_grad_(True)   # the demo pre-fill path: no autograd graph may leak out
+    noise, action = trainer._aliases(context, features, 64)
+    assert noise.shape == (64, 4, 8) and action.shape == (64, 4, 4) and not noise.requires_grad
+    actor_part, prior_part = noise[:, :2], noise[:, 2:]
+    assert torch.allclose(actor_part, torch.full_like(actor_part, 1.5 * np.tanh(3.0)), atol=0.02)
+    assert prior_part.abs().max() <= 1.5   # N(0, I) clipped to the bound
+    assert abs(prior_part.mean().item()) < 0.1 and 0.7 < prior_part.std().item() < 1.0
+    # each stored action is the frozen policy's chunk for its own noise
+    expected = trainer.steered.actions(context.repeat_interleave(4, 0), noise.flatten(0, 1))
+    assert torch.allclose(action.flatten(0, 1), trainer.steered.normalized_chunk(expected))
+
+
+class _PrivilegedRunner:
+    """The dummy runner plus a privileged ``full_state`` key (its goal, which the critic may
+    read and the actor may not)."""
+
+    def __init__(self, runner):
+        self.runner, self.num_envs, self.shape_meta = runner, runner.num_envs, runner.shape_meta
+
+    def _add(self, obs):
+        return dict(obs, full_state=np.asarray(self.runner._goals, dtype=np.float32) * 10.0)
+
+    def reset(self, *args, **kwargs):
+        return self._add(self.runner.reset(*args, **kwargs))
+
+    def step(self, actions):
+        out = dict(self.runner.step(actions))
+        out["obs"] = self._add(out["obs"])
+        if out.get("final_obs") is not None:
+            out["final_obs"] = self._add(out["final_obs"])
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+
+def test_privileged_critic_inputs_reach_the_critics_and_never_the_actor(tmp_path):
+    torch.manual_seed(0)
+    policy = ManiFlowPointcloudRLPolicy(SHAPE_META, **TINY)
+    runner = _PrivilegedRunner(ManiFlowDummyEnvRunner(SHAPE_META, num_envs=4,
+                                                      max_episode_steps=10, seed=0))
+    trainer = ManiFlowDSRLTrainer(policy, runner, DSRLConfig(
+        variant="na", num_envs=4, total_timesteps=160, warmup_steps=40, batch_size=16,
+        hidden_dims=(32,), critic_obs_keys=["full_state"], eval_episodes=0,
+        save_path=str(tmp_path / "p"), log_interval=5))
+    goal_dim = np.asarray(runner.runner._goals).shape[1]
+    assert trainer.noise_critic.members[0][0].in_features == trainer.actor_dim + goal_dim + 8
+    assert trainer.actor.net[0].in_features == trainer.actor_dim
+    trainer.train(progress=False)
+    stored = trainer.replay.online["features"][:trainer.replay.size]
+    assert stored.shape[1] == trainer.actor_dim + goal_dim
+    assert np.abs(stored[:, trainer.actor_dim:]).max() > 0   # the privileged part was recorded
+    features = torch.as_tensor(stored[:8])
+    changed = features.clone()
+    changed[:, trainer.actor_dim:] += 5.0
+    with torch.no_grad():   # the actor ignores the privileged part, the critic does not
+        assert torch.equal(trainer.actor.mean_noise(trainer.actor_input(features)),
+                           trainer.actor.mean_noise(trainer.actor_input(changed)))
+        w = torch.zeros(8, 8)
+        assert not torch.allclose(trainer.noise_critic(features, w),
+                                  trainer.noise_critic(changed, w))
+
+
+def test_non_finite_losses_skip_the_step_and_repeated_skips_stop_the_run(tmp_path, monkeypatch):
+    from maniflow_rl.rl.dsrl import losses
+    from maniflow_rl.rl.ppo_helpers import NonFiniteTrainingError
+
+    trainer = _trainer(tmp_path, "na", total_timesteps=400, warmup_steps=40,
+                       max_consecutive_skipped_updates=3)
+    trainer.train(num_vector_steps=6, progress=False)   # past warm-up: real updates ran
+    before = {k: v.clone() for k, v in trainer.action_critic.state_dict().items()}
+    adam_steps = trainer.optimizers["action_critic"].state_dict()["state"][0]["step"].clone()
+    real = losses.ensemble_regression_loss
+    monkeypatch.setattr(losses, "ensemble_regression_loss",
+                        lambda p, t: real(p, t) * float("nan"))
+    with pytest.raises(NonFiniteTrainingError, match="3 optimizer steps in a row"):
+        trainer.train(num_vector_steps=5, progress=False)
+    assert trainer.skipped_updates >= 3
+    after = trainer.action_critic.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)   # no step was taken
+    assert torch.equal(adam_steps,
+                       trainer.optimizers["action_critic"].state_dict()["state"][0]["step"])
+
+
+def test_a_non_finite_learner_is_never_checkpointed(tmp_path):
+    from maniflow_rl.utils.checkpoint import NonFiniteStateError
+
+    trainer = _trainer(tmp_path, "sac", total_timesteps=200, warmup_steps=40)
+    trainer.train(progress=False)
+    good = trainer.save_checkpoint()
+    good_bytes, replay_bytes = good.read_bytes(), (good.parent / "replay.npz").read_bytes()
+    with torch.no_grad():
+        trainer.actor.net[0].weight[0, 0] = float("nan")
+    trainer.vector_steps += 1
+    with pytest.raises(NonFiniteStateError, match="actor"):
+        trainer.save_checkpoint()
+    assert (good.parent / "latest.pt").read_bytes() == good_bytes   # the good files stay
+    assert (good.parent / "replay.npz").read_bytes() == replay_bytes
+    assert not (good.parent / f"dsrl_{trainer.vector_steps}.pt").exists()
+
+
+def test_resume_truncates_metrics_written_after_the_checkpoint(tmp_path):
+    import json
+
+    trainer = _trainer(tmp_path, "sac", total_timesteps=10**6, warmup_steps=40, log_interval=5)
+    trainer.train(num_vector_steps=10, progress=False)
+    path = trainer.save_checkpoint()
+    saved_step = trainer.global_step
+    trainer.train(num_vector_steps=10, progress=False)   # rows the resumed run will redo
+    metrics = tmp_path / "sac" / "metrics.jsonl"
+    steps = [json.loads(line)["global_step"] for line in metrics.read_text().splitlines()]
+    assert max(steps) > saved_step
+    resumed = _trainer(tmp_path, "sac", total_timesteps=10**6, warmup_steps=40, log_interval=5)
+    resumed.load_checkpoint(path)
+    resumed.train(num_vector_steps=5, progress=False)
+    steps = [json.loads(line)["global_step"] for line in metrics.read_text().splitlines()]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))   # no step twice

@@ -80,6 +80,8 @@ DEFAULT_WORKSPACE_BOUNDS = ((-0.6, 0.3, 0.005), (0.6, 0.975, 1.0))
 # DP3 moves `corner2` closer to the table (its MetaWorld wrapper sets cam_pos[2] to this).
 DP3_CAMERA_POS = {"corner2": (0.6, 0.295, 0.8)}
 _SOURCES = ("camera", "geometry")
+#: observation key of MetaWorld's 39-d state with ``privileged_state=True`` (critics only)
+PRIVILEGED_KEY = "full_state"
 
 
 class MetaWorldPointCloudEnv(gym.Env):
@@ -98,6 +100,9 @@ class MetaWorldPointCloudEnv(gym.Env):
         use_image: add ``image`` ``[3, camera_size, camera_size]`` uint8.
         agent_pos: ``"dp3"`` (9-d) or ``"hand_gripper"`` (4-d).
         reward_type: ``"sparse"`` or ``"dense"``.
+        privileged_state: add ``full_state`` ``[39]`` (MetaWorld's state, goal observable) to
+            each observation, for asymmetric critics; it is not a policy input (not in
+            ``shape_meta``).
         terminate_on_success: end the episode on the first success step.
         max_episode_steps: truncation limit.
         geometry_points: surface points pre-sampled for the geometry source.
@@ -119,6 +124,7 @@ class MetaWorldPointCloudEnv(gym.Env):
         use_image: bool = False,
         agent_pos: str = "dp3",
         reward_type: str = "sparse",
+        privileged_state: bool = False,
         terminate_on_success: bool = True,
         max_episode_steps: int = 200,
         geometry_points: int = 16384,
@@ -141,6 +147,7 @@ class MetaWorldPointCloudEnv(gym.Env):
         self.camera_size = int(camera_size)
         self.use_rgb_points, self.use_image = use_rgb_points, use_image
         self.agent_pos_type, self.reward_type = agent_pos, reward_type
+        self.privileged_state = bool(privileged_state)
         self.terminate_on_success = terminate_on_success
         self.max_episode_steps = int(max_episode_steps)
         self.workspace_bounds = np.asarray(workspace_bounds, dtype=np.float64)
@@ -178,6 +185,8 @@ class MetaWorldPointCloudEnv(gym.Env):
         }
         if use_image:
             spaces["image"] = gym.spaces.Box(0, 255, (3, size, size), np.uint8)
+        if self.privileged_state:
+            spaces[PRIVILEGED_KEY] = gym.spaces.Box(-np.inf, np.inf, (39,), np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 
@@ -236,7 +245,7 @@ class MetaWorldPointCloudEnv(gym.Env):
         """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [4]}}`` for the policy."""
         types = {"point_cloud": "point_cloud", "agent_pos": "low_dim", "image": "rgb"}
         obs = {key: {"shape": list(space.shape), "type": types[key]}
-               for key, space in self.observation_space.spaces.items()}
+               for key, space in self.observation_space.spaces.items() if key in types}
         return {"obs": obs, "action": {"shape": [4]}}
 
     def expert_action(self) -> np.ndarray:
@@ -284,6 +293,8 @@ class MetaWorldPointCloudEnv(gym.Env):
             size = self.camera_size
             img = self._upright(self._render(cam, size, size, depth=False), cam)
             obs["image"] = np.ascontiguousarray(img.transpose(2, 0, 1))
+        if self.privileged_state:
+            obs[PRIVILEGED_KEY] = self._raw_obs.astype(np.float32)
         return obs
 
     def _agent_pos(self) -> np.ndarray:

@@ -18,6 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from maniflow_rl.rl.env_input_guard import DEFAULT_MAX_ABS_ENV_VALUE, validate_guard_settings
+
 DSRL_VARIANTS = ("na", "sac")
 
 
@@ -39,17 +41,25 @@ class DSRLConfig:
     num_critics: int = 2
     hidden_dims: tuple = (256, 256, 256)   # LayerNorm MLPs (the reference: 3 x 2048 on a GPU)
     noise_bound: float = 1.5            # w = noise_bound * tanh(u)
-    alpha: float = 0.01                 # entropy temperature (fixed unless auto_alpha); the
-                                        # entropy of w sums H * Da dims (64 on MetaWorld)
+    alpha: float = 0.001                # entropy temperature (fixed unless auto_alpha); the
+                                        # entropy of w sums H * Da dims (64 on MetaWorld), Q of
+                                        # a 0/1 reward is <= 1: alpha * dim(w) << 1
     auto_alpha: bool = False
     backup_entropy: bool = False        # -alpha log pi in the TD target (off: with a 0/1
                                         # reward the entropy of 64-dim noise inflates Q)
     target_entropy: float | None = 0.0  # with auto_alpha; None = -dim(w)
-    num_alias_noises: int = 4           # NA: (w ~ N(0, I), f(s, w)) pairs stored per state
+    critic_obs_keys: tuple = ()         # privileged env observation keys the critics also
+                                        # read (MetaWorld: ("full_state",)); never the actor
+    num_alias_noises: int = 4           # NA: (w, f(s, w)) pairs stored per state
+    actor_alias_fraction: float = 0.5   # NA: share of them with w ~ pi(. | s), rest N(0, I)
     distill_steps: int = 1              # NA: Q^W distillation steps per gradient step
     # --- replay ---
     buffer_size: int = 200_000
     demo_fraction: float = 0.25         # share of each batch drawn from demos (NA, if any)
+    # --- bad values (PPOConfig's meaning) ---
+    nonfinite_policy: str = "error"     # NaN / inf / huge env value: "error" | "drop" it
+    max_abs_env_value: float | None = DEFAULT_MAX_ABS_ENV_VALUE
+    max_consecutive_skipped_updates: int = 10   # NaN / inf loss or gradient steps in a row
     # --- logging / checkpoints / evaluation (PPOConfig's meaning, in vector steps) ---
     save_interval: int = 50
     save_path: str = "checkpoints/maniflow_dsrl"
@@ -64,6 +74,9 @@ class DSRLConfig:
     def __post_init__(self) -> None:
         if isinstance(self.hidden_dims, list):
             self.hidden_dims = tuple(self.hidden_dims)
+        if isinstance(self.critic_obs_keys, (list, str)):
+            self.critic_obs_keys = ((self.critic_obs_keys,) if isinstance(self.critic_obs_keys, str)
+                                    else tuple(self.critic_obs_keys))
 
     def validate(self) -> "DSRLConfig":
         """Raise ``ValueError`` naming the field for any inconsistent value."""
@@ -72,18 +85,25 @@ class DSRLConfig:
                              f"got {self.variant!r}")
         for name in ("total_timesteps", "num_envs", "batch_size", "nstep", "num_critics",
                      "num_alias_noises", "buffer_size", "save_interval", "log_interval",
-                     "eval_interval"):
+                     "eval_interval", "max_consecutive_skipped_updates"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DSRLConfig.{name} must be a positive integer, got {value!r}")
         for name in ("warmup_steps", "eval_episodes", "distill_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DSRLConfig.{name} must be >= 0")
+        try:
+            validate_guard_settings(self.nonfinite_policy, self.max_abs_env_value)
+        except ValueError as exc:
+            raise ValueError(f"DSRLConfig.{exc}") from None
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
             raise ValueError(f"need 0 <= gamma <= 1 and 0 < tau <= 1, got {self.gamma}, "
                              f"{self.tau}")
         if not (self.utd_ratio > 0 and self.noise_bound > 0 and self.alpha >= 0):
             raise ValueError("utd_ratio and noise_bound must be > 0 and alpha >= 0")
+        if not 0.0 <= self.actor_alias_fraction <= 1.0:
+            raise ValueError(f"DSRLConfig.actor_alias_fraction must be in [0, 1], "
+                             f"got {self.actor_alias_fraction}")
         if not 0.0 <= self.demo_fraction < 1.0:
             raise ValueError(f"DSRLConfig.demo_fraction must be in [0, 1), "
                              f"got {self.demo_fraction}")
@@ -99,4 +119,5 @@ class DSRLConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["hidden_dims"] = list(self.hidden_dims)
+        out["critic_obs_keys"] = list(self.critic_obs_keys)
         return out

@@ -4,12 +4,13 @@ noise (DSRL, Wagenmaker et al. 2025, arXiv 2506.15799). The math is in ``losses.
 One vector step (one action chunk in every env)::
 
     context, s = steered.features(obs)                    # frozen encoder, cached per state
+    (critics read s plus the privileged critic_obs_keys, e.g. full_state; the actor reads s)
     w ~ pi(w | s)   (w ~ N(0, I) clipped to the bound during warm-up: the imitation policy)
     a = f(s, w)                                           # deterministic Euler chain from x_0 = w
-    NA: M alias pairs (w_j ~ N(0, I), f(s, w_j)) for the distillation of Q^W
+    NA: M alias pairs (w_j, f(s, w_j)), w_j ~ pi(. | s) or N(0, I), to distill Q^W
     execute a; store (s, w, a, R, d, s') (n-step); then round(utd_ratio * N) gradient steps:
       critic   SAC: Q(s, w) by TD         NA: Q^A(s, a) by TD (demo chunks too)
-      NA:      Q^W(s, w_j) <- mean_e Q^A(s, f(s, w_j))   (noise aliasing)
+      NA:      Q^W(s, w_j) <- mean_e Q^A(s, f(s, w_j))   (noise aliasing, on the pairs)
       actor    max_w Q(s, w) - alpha log pi          (Q = Q^W for NA)
       target   Polyak average of the noise-space critic; the TD target reads it:
                y = R + gamma_n (1 - d) [min_e Qbar(s', w') - alpha log pi(w'|s')]
@@ -23,7 +24,6 @@ an update never runs the flow policy and the replay stores features, not observa
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -34,17 +34,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from maniflow_rl.rl.dsrl.checkpointing import load_dsrl_checkpoint, save_dsrl_checkpoint
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.dsrl.demos import demo_chunk_transitions
 from maniflow_rl.rl.dsrl.networks import CriticEnsemble
 from maniflow_rl.rl.dsrl.steered_policy import LatentSteeredPolicy
 from maniflow_rl.rl.dsrl.update import dsrl_gradient_step
 from maniflow_rl.rl.ppo_config import config_from_dict
+from maniflow_rl.rl.ppo_helpers import NonFiniteTrainingError, skipped_updates_message
 from maniflow_rl.rl.replay import ChunkReplayBuffer, NStepAccumulator
 from maniflow_rl.rl.rollout_collector import ManiFlowRolloutCollector
-from maniflow_rl.utils.checkpoint import load_checkpoint_file, save_checkpoint_atomic
 from maniflow_rl.utils.logger import MetricLogger
-from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
+from maniflow_rl.utils.run_files import append_metrics_row, prepare_run_dir
+from maniflow_rl.utils.seeding import seed_everything
 
 log = logging.getLogger("maniflow_rl")
 CONSOLE_KEYS = ("rollout/return_mean", "rollout/success_rate", "eval/success_rate",
@@ -68,11 +70,15 @@ class ManiFlowDSRLTrainer:
         for param in policy.parameters():
             param.requires_grad_(False)
         self.env_runner, self.eval_env_runner, self.eval_fn = env_runner, eval_env_runner, eval_fn
-        self.collector = ManiFlowRolloutCollector(policy, env_runner, device=self.device)
+        self.collector = ManiFlowRolloutCollector(
+            policy, env_runner, device=self.device, nonfinite_policy=cfg.nonfinite_policy,
+            max_abs_env_value=cfg.max_abs_env_value, extra_obs_keys=cfg.critic_obs_keys)
         self.steered = LatentSteeredPolicy(policy, cfg.hidden_dims, cfg.noise_bound).to(
             self.device).eval()
         self.actor = self.steered.actor
-        feat, noise = self.steered.feature_dim, self.steered.noise_dim
+        self.actor_dim = self.steered.feature_dim
+        feat = self.actor_dim + self._privileged_dim()
+        noise = self.steered.noise_dim
         chunk = policy.n_action_steps * policy.action_dim
         # the noise-space critic (SAC: the critic; NA: the distilled Q^W) and, for NA, Q^A
         self.noise_critic = CriticEnsemble(feat, noise, cfg.hidden_dims,
@@ -99,6 +105,7 @@ class ManiFlowDSRLTrainer:
         self.nstep = NStepAccumulator(cfg.num_envs, cfg.nstep, self.chunk_discount)
         self._generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.global_step = self.vector_steps = self.gradient_steps = 0
+        self.skipped_updates = self.consecutive_skipped = 0
         self.history: list[dict[str, float]] = []
         self._episodes: list[dict[str, Any]] = []
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -126,12 +133,43 @@ class ManiFlowDSRLTrainer:
         return self.steered.predict_action(obs, generator)
 
     # ------------------------------------------------------------------ data
-    def _aliases(self, context: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``M`` pairs per state: ``w_j ~ N(0, I)`` clipped to the bound, and ``f(s, w_j)``."""
-        m = self.config.num_alias_noises
-        bound = self.config.noise_bound
-        noise = torch.randn(count * m, self.steered.noise_dim, generator=self._generator,
-                            device=self.device).clamp(-bound, bound)
+    def _privileged_dim(self) -> int:
+        """Size of the privileged critic inputs (newest frame of ``critic_obs_keys``)."""
+        if not self.config.critic_obs_keys:
+            return 0
+        obs = self.collector.observation()
+        return sum(math.prod(obs[k].shape[2:]) for k in self.config.critic_obs_keys)
+
+    def state_features(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(context, features)``: the actor's features (frozen encoder + low-dim keys),
+        then the newest frame of the privileged ``critic_obs_keys``, flattened."""
+        context, features = self.steered.features(obs)
+        privileged = [torch.as_tensor(np.asarray(obs[k]), dtype=features.dtype,
+                                      device=self.device)[:, -1].flatten(1)
+                      for k in self.config.critic_obs_keys]
+        return context, torch.cat([features, *privileged], dim=-1)
+
+    def actor_input(self, features: torch.Tensor) -> torch.Tensor:
+        """What the actor reads of stored features: never the privileged part."""
+        return features[..., :self.actor_dim]
+
+    @torch.no_grad()
+    def _aliases(self, context: torch.Tensor, features: torch.Tensor, count: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``M`` pairs per state ``(w_j, f(s, w_j))``: the first ``round(actor_alias_fraction
+        * M)`` noises are the current actor's samples ``w_j ~ pi(. | s)`` (so Q^W is fitted
+        where the actor goes), the rest ``w_j ~ N(0, I)`` clipped to the bound (where the
+        imitation policy goes)."""
+        cfg = self.config
+        m = cfg.num_alias_noises
+        from_actor = round(cfg.actor_alias_fraction * m)
+        noise = torch.randn(count, m, self.steered.noise_dim, generator=self._generator,
+                            device=self.device).clamp(-cfg.noise_bound, cfg.noise_bound)
+        if from_actor:
+            sampled = self.actor.sample(self.actor_input(features).repeat_interleave(
+                from_actor, 0), self._generator)[0]
+            noise[:, :from_actor] = sampled.view(count, from_actor, -1)
+        noise = noise.flatten(0, 1)
         actions = self.steered.actions(context.repeat_interleave(m, 0), noise)
         return (noise.view(count, m, -1),
                 self.steered.normalized_chunk(actions).view(count, m, -1))
@@ -146,9 +184,9 @@ class ManiFlowDSRLTrainer:
                    for k in part[0]["obs"]}
             nxt = {k: torch.as_tensor(np.stack([p["next_obs"][k] for p in part]))
                    for k in part[0]["obs"]}
-            context, features = self.steered.features(obs)
-            next_features = self.steered.features(nxt)[1]
-            alias_noise, alias_action = self._aliases(context, len(part))
+            context, features = self.state_features(obs)
+            next_features = self.state_features(nxt)[1]
+            alias_noise, alias_action = self._aliases(context, features, len(part))
             chunk = torch.as_tensor(np.stack([p["action"] for p in part]), device=self.device)
             self.replay.add_demos({
                 "features": features.cpu().numpy(), "next_features": next_features.cpu().numpy(),
@@ -164,7 +202,7 @@ class ManiFlowDSRLTrainer:
 
     def _current(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cached is None:
-            self._cached = self.steered.features(self.collector.observation())
+            self._cached = self.state_features(self.collector.observation())
         return self._cached
 
     def collect_step(self) -> dict[str, float]:
@@ -176,10 +214,10 @@ class ManiFlowDSRLTrainer:
                 noise = torch.randn(n, self.steered.noise_dim, generator=self._generator,
                                     device=self.device).clamp(-cfg.noise_bound, cfg.noise_bound)
             else:
-                noise = self.actor.sample(features, self._generator)[0]
+                noise = self.actor.sample(self.actor_input(features), self._generator)[0]
             actions = self.steered.actions(context, noise)
             if cfg.variant == "na":
-                alias_noise, alias_action = self._aliases(context, n)
+                alias_noise, alias_action = self._aliases(context, features, n)
             else:   # SAC stores no aliases: zeros of the buffer's shapes
                 alias_noise = torch.zeros(n, *self.replay.shapes["alias_noise"])
                 alias_action = torch.zeros(n, *self.replay.shapes["alias_action"])
@@ -189,11 +227,16 @@ class ManiFlowDSRLTrainer:
         if outcome.final_history_envs:   # time limits bootstrap from the final observation
             stacked = {k: torch.as_tensor(np.stack([h[k] for h in outcome.final_histories]))
                        for k in outcome.final_histories[0]}
-            next_features[outcome.final_history_envs] = self.steered.features(stacked)[1]
+            next_features[outcome.final_history_envs] = self.state_features(stacked)[1]
         chunk = self.steered.normalized_chunk(actions).cpu().numpy()
         terminated = outcome.dones & ~outcome.truncated
         completed = []
+        dropped = (outcome.dropped if outcome.dropped is not None
+                   else np.zeros(n, dtype=bool))   # a bad env value (nonfinite_policy=drop)
         for env in range(n):
+            if dropped[env]:
+                self.nstep.discard(env)
+                continue
             completed += self.nstep.push(env, {
                 "features": features[env].cpu().numpy(), "noise": noise[env].cpu().numpy(),
                 "action": chunk[env], "reward": float(outcome.rewards[env]), "discount": 0.0,
@@ -208,7 +251,7 @@ class ManiFlowDSRLTrainer:
         self.global_step += n * self.policy.n_action_steps
         self._episodes += finished
         with torch.no_grad():   # how far the deterministic noise is from N(0, I) draws (~sqrt(Dw))
-            mean_norm = float(self.actor.mean_noise(features).norm(dim=1).mean())
+            mean_norm = float(self.actor.mean_noise(self.actor_input(features)).norm(dim=1).mean())
         self._pending["actor/mean_noise_norm"] = mean_norm
         self._pending["actor/noise_norm"] = float(noise.norm(dim=1).mean())
         return {"env_steps": float(n * self.policy.n_action_steps)}
@@ -245,7 +288,9 @@ class ManiFlowDSRLTrainer:
             demo_fraction = cfg.demo_fraction if cfg.variant == "na" else 0.0
             for _ in range(max(1, round(cfg.utd_ratio * cfg.num_envs))):
                 batch = self.replay.sample(cfg.batch_size, demo_fraction, self.device)
-                for key, value in dsrl_gradient_step(self, batch).items():
+                step_metrics = dsrl_gradient_step(self, batch)
+                self._count_skips(step_metrics.pop("skipped_updates"))
+                for key, value in step_metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
                 updates += 1
             self.gradient_steps += updates
@@ -261,6 +306,18 @@ class ManiFlowDSRLTrainer:
         if self.vector_steps % cfg.save_interval == 0:
             self.save_checkpoint()
         return metrics
+
+    def _count_skips(self, skipped: float) -> None:
+        """Count optimizer steps skipped for a NaN / inf loss or gradient; stop the run after
+        ``max_consecutive_skipped_updates`` gradient steps in a row with a skip."""
+        self.skipped_updates += int(skipped)
+        self.consecutive_skipped = self.consecutive_skipped + 1 if skipped else 0
+        if self.consecutive_skipped >= self.config.max_consecutive_skipped_updates:
+            latest = self.save_dir / "latest.pt"
+            raise NonFiniteTrainingError(skipped_updates_message(
+                self.consecutive_skipped, self.vector_steps,
+                latest if latest.is_file() else None).replace(
+                "PPOConfig.max_consecutive", "DSRLConfig.max_consecutive"))
 
     def _account(self, t_collect, t_update, updates, sums) -> None:
         """Accumulate timings and update diagnostics until the next log row."""
@@ -279,6 +336,7 @@ class ManiFlowDSRLTrainer:
         metrics = {k: (v / count if k.startswith("train/") else v) for k, v in pending.items()}
         metrics.update({"vector_step": self.vector_steps, "global_step": self.global_step,
                         "train/gradient_steps": self.gradient_steps,
+                        "train/skipped_updates": self.skipped_updates,
                         "train/utd": updates / max(1, steps / self.policy.n_action_steps),
                         "replay/size": self.replay.size, "replay/demos": self.replay.num_demos,
                         "perf/sps": steps / max(t_collect + t_update, 1e-9),
@@ -293,16 +351,19 @@ class ManiFlowDSRLTrainer:
         self.history.append(metrics)
         self._open_logger()
         self._logger.log(metrics, self.global_step)
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.save_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        append_metrics_row(self.save_dir / "metrics.jsonl", metrics)
         self._logger.console(metrics, self.global_step, CONSOLE_KEYS)
         return metrics
 
     def _open_logger(self) -> None:
+        """Open TensorBoard at the current step: on a resume, rows and events logged after the
+        checkpoint are dropped (metrics.jsonl truncated, ``purge_step``), stale temp files of
+        interrupted saves removed."""
         if self._logger is None:
+            prepare_run_dir(self.save_dir, self.global_step, step_key="global_step")
             log_dir = self.config.log_dir or str(self.save_dir / "tb")
-            self._logger = MetricLogger(log_dir, None, None, self.config.to_dict())
+            self._logger = MetricLogger(log_dir, None, None, self.config.to_dict(),
+                                        purge_step=self.global_step + 1)
 
     def close(self) -> None:
         if self._logger is not None:
@@ -338,50 +399,10 @@ class ManiFlowDSRLTrainer:
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Atomically write ``dsrl_<vector step>.pt`` and ``latest.pt`` (learner state) and
-        ``replay.npz`` beside them (the buffer, written before the checkpoint that needs it)."""
-        directory = Path(path).parent if path is not None else self.save_dir
-        self.replay.save(directory / "replay.npz")
-        payload = {
-            "kind": "dsrl", "dsrl_config": self.config.to_dict(),
-            "shape_meta": self.policy.shape_meta, "policy_config": self.policy.get_config(),
-            "policy_state_dict": self.policy.state_dict(),
-            "modules": {k: m.state_dict() for k, m in self._modules().items()},
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "log_alpha": self.log_alpha.detach().clone(),
-            "counters": {"global_step": self.global_step, "vector_steps": self.vector_steps,
-                         "gradient_steps": self.gradient_steps},
-            "history": self.history, "rng": get_rng_state(),
-            "generator": self._generator.get_state(),
-        }
-        if path is not None:
-            return save_checkpoint_atomic(payload, path)
-        target = save_checkpoint_atomic(payload, directory / f"dsrl_{self.vector_steps}.pt")
-        save_checkpoint_atomic(payload, directory / "latest.pt")
-        return target
+        ``replay.npz`` beside them; nothing is written when a learner tensor is not finite."""
+        return save_dsrl_checkpoint(self, path)
 
     def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
         """Restore the learner, the replay buffer and the counters; the envs are re-seeded
         from ``(seed, global_step)`` so a resumed run does not replay its first layouts."""
-        payload = load_checkpoint_file(path, map_location=self.device, expected_kind="dsrl")
-        for key, module in self._modules().items():
-            module.load_state_dict(payload["modules"][key])
-        for key, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(payload["optimizers"][key])
-        with torch.no_grad():
-            self.log_alpha.copy_(payload["log_alpha"])
-        counters = payload["counters"]
-        self.global_step, self.vector_steps = counters["global_step"], counters["vector_steps"]
-        self.gradient_steps = counters["gradient_steps"]
-        self.history = list(payload.get("history", []))
-        set_rng_state(payload.get("rng"))
-        self._generator.set_state(payload["generator"])
-        replay = Path(path).parent / "replay.npz"
-        if not replay.is_file():
-            raise FileNotFoundError(f"{replay} (the replay buffer of {path}) is missing")
-        self.replay.load(replay)
-        if callable(getattr(self.env_runner, "seed", None)):
-            self.env_runner.seed(int(np.random.SeedSequence(
-                [self.config.seed, self.global_step]).generate_state(1)[0]))
-        self.collector.reset()
-        self._cached = None
-        return payload
+        return load_dsrl_checkpoint(self, path)

@@ -1,11 +1,31 @@
 """One gradient step of latent steering (DSRL): critic TD, NA distillation, actor, temperature,
-Polyak target. Equations in ``losses.py``; the modules live on the trainer."""
+Polyak target. Equations in ``losses.py``; the modules live on the trainer.
+
+Every optimizer step is guarded: a non-finite loss or gradient leaves that module's weights
+and optimizer state untouched and is counted in ``skipped_updates``."""
 
 from __future__ import annotations
 
 import torch
 
 from maniflow_rl.rl.dsrl import losses
+from maniflow_rl.rl.ppo_update import is_finite_number
+
+
+def finite_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+    """``loss.backward(); optimizer.step()`` unless the loss or a gradient is NaN / inf (then
+    nothing changes: gradients cleared, no step). Returns whether the step was taken."""
+    optimizer.zero_grad(set_to_none=True)
+    if not is_finite_number(loss.detach()):
+        return False
+    loss.backward()
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    if not all(bool(torch.isfinite(g).all()) for g in grads):
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    optimizer.step()
+    return True
 
 
 def dsrl_gradient_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -16,10 +36,12 @@ def dsrl_gradient_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, flo
     alpha = trainer.alpha
     features, next_features = batch["features"], batch["next_features"]
     metrics: dict[str, float] = {}
+    taken: list[bool] = []
 
     # --- critic: TD on the chunk (NA: Q^A(s, a)) or the noise (SAC: Q(s, w)) -------------
     with torch.no_grad():
-        next_noise, next_log_prob = actor.sample(next_features, trainer._generator)
+        next_noise, next_log_prob = actor.sample(trainer.actor_input(next_features),
+                                                 trainer._generator)
         next_q = trainer.target_noise_critic(next_features, next_noise).min(0).values
         target = losses.td_target(batch["reward"], batch["discount"], batch["terminated"],
                                   next_q, next_log_prob, alpha if cfg.backup_entropy else 0.0)
@@ -28,9 +50,7 @@ def dsrl_gradient_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, flo
                                    (noise_critic, batch["noise"], opt["noise_critic"]))
     q = td_critic(features, td_input)
     critic_loss = losses.ensemble_regression_loss(q, target)
-    td_opt.zero_grad(set_to_none=True)
-    critic_loss.backward()
-    td_opt.step()
+    taken.append(finite_step(td_opt, critic_loss))
     metrics.update(critic_loss=critic_loss.item(), q_mean=q.detach().mean().item(),
                    td_target_mean=float(target.mean()))
 
@@ -44,26 +64,21 @@ def dsrl_gradient_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, flo
         for _ in range(cfg.distill_steps):
             distill_loss = losses.ensemble_regression_loss(
                 noise_critic(rep_features, alias_noise), alias_q)
-            opt["noise_critic"].zero_grad(set_to_none=True)
-            distill_loss.backward()
-            opt["noise_critic"].step()
+            taken.append(finite_step(opt["noise_critic"], distill_loss))
         metrics["distill_loss"] = distill_loss.item() if cfg.distill_steps else 0.0
 
     # --- actor: max_w min_e Q^W(s, w) - alpha log pi(w | s) ----------------------------------
-    noise, log_prob = actor.sample(features, trainer._generator)
+    noise, log_prob = actor.sample(trainer.actor_input(features), trainer._generator)
     q_actor = noise_critic(features, noise)
     actor_loss = losses.actor_loss(q_actor, log_prob, alpha)
-    opt["actor"].zero_grad(set_to_none=True)
-    actor_loss.backward()
-    opt["actor"].step()
+    taken.append(finite_step(opt["actor"], actor_loss))
     metrics.update(actor_loss=actor_loss.item(), entropy=-log_prob.detach().mean().item(),
                    q_actor=q_actor.detach().min(0).values.mean().item())
 
     if cfg.auto_alpha:
         loss = losses.alpha_loss(trainer.log_alpha, log_prob, trainer.target_entropy)
-        opt["alpha"].zero_grad(set_to_none=True)
-        loss.backward()
-        opt["alpha"].step()
+        taken.append(finite_step(opt["alpha"], loss))
     metrics["alpha"] = float(trainer.alpha)
+    metrics["skipped_updates"] = float(taken.count(False))
     losses.polyak_update(trainer.target_noise_critic, noise_critic, cfg.tau)
     return metrics
