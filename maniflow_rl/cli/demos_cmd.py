@@ -37,7 +37,12 @@ def add_demos_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_demos(args: argparse.Namespace) -> int:
     from maniflow_rl.data.demos import generate_demos
+    from maniflow_rl.utils.output_dir import check_output_dir
 
+    for name in ("episodes", "num_points", "max_episode_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_output_dir(args.out)
     env_kwargs = {"point_cloud_source": args.point_cloud_source, "num_points": args.num_points,
                   "camera": args.camera, "use_image": bool(args.use_rgb_image)}
     summary = generate_demos(args.task, args.episodes, args.out, seed=args.seed,

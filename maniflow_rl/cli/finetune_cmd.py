@@ -4,8 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
-from maniflow_rl.cli.config import load_config
+from maniflow_rl.config import DummyConfig, RunConfig, load_config
+from maniflow_rl.utils.output_dir import check_output_dir
+
+log = logging.getLogger("maniflow_rl")
+
+DUMMY_SHAPE_META = {"obs": {"point_cloud": {"shape": [128, 3], "type": "point_cloud"},
+                            "agent_pos": {"shape": [4]}}, "action": {"shape": [4]}}
 
 
 def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,22 +34,28 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def checkpoint_task_of(payload: dict) -> str | None:
+    """The task a pretraining / fine-tuning checkpoint names, if any."""
+    return (payload.get("train_config") or {}).get("task") or \
+        (payload.get("env_config") or {}).get("task")
+
+
 def run_finetune(args) -> int:
     from maniflow_rl.pipeline.finetune import build_finetune_trainer, close_trainer_envs
-    from maniflow_rl.pipeline.run import RunConfig
     from maniflow_rl.utils.checkpoint import load_checkpoint_file
+    from maniflow_rl.utils.shape_meta import env_mismatch_warnings
 
     cfg = load_config(RunConfig, args.config, args.overrides).finetune_config()
-    task = args.task
-    if task is None:
-        payload = load_checkpoint_file(args.checkpoint,
-                                       expected_kind=("pretrain", "ppo", "dsrl"))
-        task = (payload.get("train_config") or {}).get("task") or \
-            (payload.get("env_config") or {}).get("task")
-        if not task:
-            raise ValueError("the checkpoint does not name its task: pass --task metaworld/<task>")
+    cfg.validate()
+    check_output_dir(args.out)
+    payload = load_checkpoint_file(args.checkpoint, expected_kind=("pretrain", "ppo", "dsrl"))
+    task = args.task or checkpoint_task_of(payload)
+    if not task:
+        raise ValueError("the checkpoint does not name its task: pass --task metaworld/<task>")
     cfg.env.task = task
     cfg.demos = args.demos   # never a run directory's demos picked by default
+    for message in env_mismatch_warnings(payload, cfg.env.env_kwargs()):
+        log.warning(message)
     trainer = build_finetune_trainer(cfg, args.checkpoint, args.out)
     try:
         trainer.train(progress=not args.no_progress)
@@ -58,28 +71,46 @@ def run_finetune(args) -> int:
 
 
 def add_dummy_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("dummy", help="PPO on the synthetic env (smoke test of the stack)")
+    p = subparsers.add_parser(
+        "dummy", help="PPO on the synthetic env (smoke test of the stack)",
+        description="Overrides are key=value pairs on DummyConfig: ppo.*, advantage.*, "
+                    "policy.* (e.g. ppo.seed=3 ppo.num_envs=4 policy.num_inference_steps=2)")
     p.add_argument("--out", default="runs/dummy")
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--noise-method", default="flow_noise", choices=["flow_noise", "flow_sde"])
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
     return p
+
+
+def build_dummy_config(args) -> DummyConfig:
+    """DummyConfig defaults <- ``key=value`` overrides; ``--noise-method`` and ``--out`` apply
+    unless ``policy.noise_method`` / ``ppo.save_path`` is overridden."""
+    if args.iterations < 1:
+        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    overrides = list(args.overrides or [])
+    cfg = load_config(DummyConfig, None, overrides)
+    keys = {item.partition("=")[0] for item in overrides}
+    if "policy.noise_method" not in keys:
+        cfg.policy["noise_method"] = args.noise_method
+    if "ppo.save_path" not in keys:
+        cfg.ppo.save_path = args.out
+    return cfg.validate()
 
 
 def run_dummy(args) -> int:
     from maniflow_rl.rl.factory import create_maniflow_ppo_trainer
 
-    shape_meta = {"obs": {"point_cloud": {"shape": [128, 3], "type": "point_cloud"},
-                          "agent_pos": {"shape": [4]}}, "action": {"shape": [4]}}
-    trainer = create_maniflow_ppo_trainer(
-        shape_meta, device="cpu",
-        ppo_config={"total_timesteps": 10**9, "num_envs": 8, "num_steps_per_rollout": 8,
-                    "batch_size": 32, "learning_rate": 1e-3, "critic_learning_rate": 3e-3,
-                    "save_path": args.out, "log_interval": 5, "eval_interval": 10**6},
-        policy_config={"horizon": 8, "n_action_steps": 4, "n_obs_steps": 2,
-                       "num_inference_steps": 4, "noise_method": args.noise_method})
-    history = trainer.train(num_iterations=args.iterations, progress=not args.no_progress)
+    cfg = build_dummy_config(args)
+    check_output_dir(cfg.ppo.save_path)
+    trainer = create_maniflow_ppo_trainer(DUMMY_SHAPE_META, device=cfg.ppo.device,
+                                          ppo_config=cfg.ppo, advantage_config=cfg.advantage,
+                                          policy_config=cfg.policy)
+    try:
+        history = trainer.train(num_iterations=args.iterations, progress=not args.no_progress)
+    finally:
+        trainer.close()
     first, last = history[0], history[-1]
     print(f"reward per decision point: {first['rollout/reward_per_decision']:.3f} -> "
-          f"{last['rollout/reward_per_decision']:.3f}; logs in {args.out}/tb")
+          f"{last['rollout/reward_per_decision']:.3f}; logs in {cfg.ppo.save_path}/tb")
     return 0

@@ -36,24 +36,67 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name, add_name, run_name in SUBCOMMANDS.values():
         module = import_module(module_name)
         sub = getattr(module, add_name)(subparsers)  # every add-parser returns its parser
-        sub.set_defaults(_run=getattr(module, run_name))
+        sub.set_defaults(_run=getattr(module, run_name), _parser=sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def is_override(token: str) -> bool:
+    """``key=value`` (``ppo.num_envs=2``, ``policy.noise_params=[1,2]``), not an option."""
+    key, sep, _ = token.partition("=")
+    return bool(sep) and bool(key) and not token.startswith("-")
+
+
+def merge_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    extras: list[str]) -> argparse.Namespace:
+    """``key=value`` tokens argparse left over (they came after an option) join
+    ``args.overrides``, so overrides may sit anywhere among the options, as with Hydra; any
+    other leftover is argparse's usual "unrecognized arguments" error."""
+    overrides = [t for t in extras if is_override(t)]
+    rest = [t for t in extras if not is_override(t)]
+    if overrides and not hasattr(args, "overrides"):
+        rest = extras
+    if rest:
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(rest)}")
+    if overrides:
+        args.overrides = [*(args.overrides or []), *overrides]
+    return args
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line printed for an expected failure (no traceback without ``-v``)."""
+    from maniflow_rl.utils.output_dir import describe_os_error, is_no_space_error
+
+    if isinstance(exc, OSError) or is_no_space_error(exc):
+        return describe_os_error(exc)
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)   # FileNotFoundError etc. are OSErrors
+
+
+def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; ``key=value`` overrides may sit anywhere among the options."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    args = merge_overrides(parser, args, extras)
+    args._top_parser = parser
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_command_line(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     if not getattr(args, "_run", None):
-        parser.print_help()
+        args._top_parser.print_help()
         return 2
     try:
         result = args._run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except EXPECTED_ERRORS as exc:
         if args.verbose:
             raise  # full traceback with -v
-        print(f"maniflow-rl {args.command}: error: {exc}", file=sys.stderr)
+        print(f"maniflow-rl {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 1
     return int(result) if isinstance(result, int) else 0
 

@@ -53,7 +53,7 @@ def split_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
 
 def env_kwargs_for(env_overrides: dict[str, Any], num_points: int | None) -> dict[str, Any]:
     """MetaWorld runner kwargs: EnvConfig defaults <- dataset point count <- ``env.*`` overrides."""
-    from maniflow_rl.cli.config import EnvConfig
+    from maniflow_rl.config import EnvConfig
 
     fields = {f.name for f in dataclasses.fields(EnvConfig)}
     unknown = sorted(set(env_overrides) - fields)
@@ -132,8 +132,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from maniflow_rl.train.pretrain import run_pretraining
+    from maniflow_rl.utils.output_dir import check_output_dir
 
     cfg = build_config(args)
+    check_output_dir(cfg.output_dir)
     latest = Path(cfg.output_dir) / "checkpoints" / "latest.pt"
     if args.no_resume and latest.exists():
         raise ValueError(f"{latest} exists and --no-resume was given; choose another --out")

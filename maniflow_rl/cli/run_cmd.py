@@ -7,8 +7,8 @@ import shlex
 import signal
 import sys
 
-from maniflow_rl.cli.config import load_config
-from maniflow_rl.pipeline.run import STAGES, RunConfig, run_pipeline
+from maniflow_rl.config import RunConfig, load_config, resolve_preset
+from maniflow_rl.pipeline.run import STAGES, run_pipeline
 
 DEFAULT_PRESET = "default"
 
@@ -32,8 +32,6 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
 
 def build_run_config(args) -> RunConfig:
     """``default.yaml`` <- ``--config`` (or the task's preset, if one is shipped) <- overrides."""
-    from maniflow_rl.cli.config import resolve_preset
-
     presets = [DEFAULT_PRESET]
     if args.config is not None:
         presets.append(args.config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,8 @@ import torch
 
 from maniflow_rl.data.replay_buffer import ReplayBuffer, ReplayBufferError
 from maniflow_rl.data.sequence_sampler import SequenceSampler, downsample_mask, get_val_mask
+
+log = logging.getLogger("maniflow_rl")
 
 #: zarr ``data/`` key -> policy observation key (keys missing in the zarr file are skipped)
 DEFAULT_KEY_MAP: dict[str, str] = {"point_cloud": "point_cloud", "state": "agent_pos",
@@ -26,6 +29,30 @@ def obs_type(obs_key: str) -> str:
     if obs_key == "image" or obs_key.endswith("image") or obs_key.startswith("rgb"):
         return "rgb"
     return "low_dim"
+
+
+# point-cloud channel layouts whose first channels are xyz: xyz, xyz + rgb (DP3)
+KNOWN_POINT_CLOUD_CHANNELS = (3, 6)
+
+
+def check_point_cloud_shape(zarr_key: str, array_shape: tuple) -> None:
+    """A stored point cloud is ``[T, N, C]`` (N points of C channels per step)."""
+    if len(array_shape) != 3:
+        raise ReplayBufferError(
+            f"data/{zarr_key} must be stored as [T, N, C] (T steps, N points, C channels), got "
+            f"an array of shape {list(array_shape)} (rank {len(array_shape)})")
+
+
+def point_cloud_channels_used(zarr_key: str, stored: int, requested: int) -> int:
+    """``requested`` channels of a cloud stored with ``stored``: an error if there are fewer, a
+    warning when channels of an unknown layout (not xyz / xyz+rgb) are dropped."""
+    if stored < requested:
+        raise ReplayBufferError(f"data/{zarr_key} has {stored} channels, {requested} requested")
+    if stored > requested and stored not in KNOWN_POINT_CLOUD_CHANNELS:
+        log.warning("data/%s has %d channels per point (not xyz or xyz+rgb); only the first "
+                    "%d are used, %d are dropped", zarr_key, stored, requested,
+                    stored - requested)
+    return requested
 
 
 def infer_shape_meta(replay_buffer: ReplayBuffer, key_map: Mapping[str, str] | None = None,
@@ -45,11 +72,11 @@ def infer_shape_meta(replay_buffer: ReplayBuffer, key_map: Mapping[str, str] | N
                 raise ReplayBufferError(f"image key {zarr_key} must be [T, H, W, C], got {shape}")
             if shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
                 shape = (shape[2], shape[0], shape[1])  # HWC -> CHW
-        elif kind == "point_cloud" and point_cloud_channels is not None:
-            if shape[-1] < point_cloud_channels:
-                raise ReplayBufferError(f"point cloud has {shape[-1]} channels, "
-                                        f"{point_cloud_channels} requested")
-            shape = shape[:-1] + (point_cloud_channels,)
+        elif kind == "point_cloud":
+            check_point_cloud_shape(zarr_key, replay_buffer[zarr_key].shape)
+            if point_cloud_channels is not None:
+                shape = shape[:-1] + (point_cloud_channels_used(zarr_key, shape[-1],
+                                                                point_cloud_channels),)
         obs[obs_key] = {"shape": list(shape), "type": kind}
     if ACTION_KEY not in replay_buffer:
         raise ReplayBufferError(f"dataset has no '{ACTION_KEY}' array (keys: "

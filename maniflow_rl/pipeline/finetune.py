@@ -12,20 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from maniflow_rl.cli.config import FinetuneConfig
+from maniflow_rl.config import FINETUNE_POLICY_KEYS, FinetuneConfig  # noqa: F401
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.utils.device import resolve_device
+from maniflow_rl.utils.seeding import seed_everything
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 from maniflow_rl.utils.checkpoint import (checkpoint_identity, load_checkpoint_file,
                                          load_policy_weights)
 
 log = logging.getLogger("maniflow_rl")
-
-# policy-config keys that may change between pretraining and fine-tuning: they only change how
-# the denoising chain is sampled, not the weights' shapes (the flow_noise head is created fresh).
-FINETUNE_POLICY_KEYS = ("noise_method", "noise_level", "noise_anneal", "noise_params",
-                        "sigma_min", "sigma_max", "num_inference_steps", "sde_steps",
-                        "noise_level_per_step", "chain_logprob")
 
 
 def policy_from_checkpoint(payload: dict[str, Any], overrides: dict[str, Any] | None = None,
@@ -115,8 +110,10 @@ def imitation_teacher(identity: dict[str, str], overrides: dict[str, Any] | None
 def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
                            num_workers: int | None = None):
     """The trainer of ``cfg.finetune.algorithm`` (PPO or DSRL); everything validated before
-    any env process starts."""
+    any env process starts. Seeds every RNG first, so fresh heads start alike (same seed, same
+    run)."""
     cfg.finetune.validate()
+    seed_everything(cfg.dsrl.seed if cfg.finetune.algorithm == "dsrl" else cfg.ppo.seed)
     if cfg.finetune.algorithm == "dsrl":
         return build_dsrl_trainer(cfg, checkpoint, out_dir, num_workers)
     return build_ppo_trainer(cfg, checkpoint, out_dir, num_workers)

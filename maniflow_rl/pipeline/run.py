@@ -21,80 +21,16 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from maniflow_rl.cli.config import (EnvConfig, EvalConfig, FinetuneAlgorithmConfig,
-                                    FinetuneConfig, config_to_yaml)
-from maniflow_rl.rl.dsrl.config import DSRLConfig
-from maniflow_rl.rl.advantages import AdvantageConfig
-from maniflow_rl.rl.ppo_config import PPOConfig
+from maniflow_rl.config import (DemosStageConfig, PretrainStageConfig,  # noqa: F401
+                                RunConfig, config_to_yaml)
+from maniflow_rl.utils.output_dir import check_output_dir
 
 log = logging.getLogger("maniflow_rl")
 
 STAGES = ("demos", "pretrain", "eval_pretrain", "finetune", "eval_finetune", "report")
-
-
-@dataclass
-class DemosStageConfig:
-    episodes: int = 10
-    seed: int = 0
-
-
-@dataclass
-class PretrainStageConfig:
-    """The subset of ``PretrainConfig`` a run sets; paths and task come from the run."""
-
-    num_epochs: int = 300
-    batch_size: int = 128
-    lr: float = 1e-4
-    warmup_steps: int = 200
-    checkpoint_every_epochs: int = 25
-    max_train_steps: int | None = None
-    ema_decay: float = 0.9999
-    seed: int = 0
-
-
-@dataclass
-class RunConfig:
-    run_dir: str | None = None  # default: runs/<task name>
-    env: EnvConfig = field(default_factory=EnvConfig)
-    demos: DemosStageConfig = field(default_factory=DemosStageConfig)
-    policy: dict = field(default_factory=dict)  # ManiFlowPolicyConfig fields for pretraining
-    pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
-    finetune_policy: dict = field(default_factory=dict)  # sampling overrides for fine-tuning
-    finetune: FinetuneAlgorithmConfig = field(default_factory=FinetuneAlgorithmConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    dsrl: DSRLConfig = field(default_factory=DSRLConfig)
-    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def resolved_run_dir(self) -> Path:
-        if self.run_dir:
-            return Path(self.run_dir)
-        return Path("runs") / self.env.task.split("/")[-1]
-
-    def finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(env=self.env, finetune=self.finetune, dsrl=self.dsrl,
-                              ppo=self.ppo, advantage=self.advantage,
-                              policy=dict(self.finetune_policy), eval=self.eval,
-                              demos=str(self.resolved_run_dir() / "demos.zarr"))
-
-    def validate(self) -> "RunConfig":
-        from maniflow_rl.envs.metaworld.tasks import resolve_task
-        from maniflow_rl.policy import ManiFlowPolicyConfig
-
-        resolve_task(self.env.task)
-        ManiFlowPolicyConfig(**self.policy).validate()
-        ManiFlowPolicyConfig(**{**self.policy, **self.finetune_policy}).validate()
-        self.finetune.validate()
-        self.ppo.validate()
-        self.advantage.validate()
-        self.dsrl.validate()
-        if self.demos.episodes < 1 or self.eval.episodes < 1:
-            raise ValueError("demos.episodes and eval.episodes must be >= 1")
-        return self
 
 
 class StageRecords:
@@ -128,7 +64,7 @@ def run_pipeline(cfg: RunConfig, command: str = "", progress: bool = True,
                  stop_after: str | None = None) -> dict[str, Any]:
     """Run (or resume) every stage; return the report dict."""
     cfg.validate()
-    run_dir = cfg.resolved_run_dir()
+    run_dir = check_output_dir(cfg.resolved_run_dir(), "run directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
     if command:

@@ -9,6 +9,8 @@ from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.rl.rollout_collector import CollectorConfig
 from maniflow_rl.utils.device import resolve_device
+from maniflow_rl.utils.seeding import seed_everything
+
 
 def _to_dict(value: Any) -> dict[str, Any]:
     if value is None:
@@ -27,6 +29,7 @@ def create_maniflow_ppo_trainer(shape_meta: dict, device: str = "cpu",
                                 ) -> ManiFlowPPOTrainer:
     """Build policy, env runner (``ManiFlowDummyEnvRunner`` when none is given), collector,
     advantage calculator and trainer from plain dicts, validating everything before any work.
+    Every RNG is seeded with ``ppo_config.seed`` before the policy is built: same seed, same run.
 
     ``checkpoint`` optionally initialises the policy from a pretraining checkpoint, or resumes
     a PPO checkpoint.
@@ -39,6 +42,7 @@ def create_maniflow_ppo_trainer(shape_meta: dict, device: str = "cpu",
     ppo.validate()
     adv = config_from_dict(AdvantageConfig, _to_dict(advantage_config))
     adv.validate()
+    seed_everything(ppo.seed)   # before the policy's initial weights are drawn
     policy = ManiFlowPointcloudRLPolicy(shape_meta, **_to_dict(policy_config))
     if env_runner is None:
         env_runner = ManiFlowDummyEnvRunner(shape_meta, num_envs=ppo.num_envs, seed=ppo.seed)

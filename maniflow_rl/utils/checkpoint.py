@@ -24,6 +24,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 import numpy as np
 import torch
 
+from maniflow_rl.utils.output_dir import is_no_space_error, no_space_error
+
 log = logging.getLogger("maniflow_rl")
 
 CHECKPOINT_FORMAT = "maniflow_rl"
@@ -46,7 +48,8 @@ class NonFiniteStateError(RuntimeError):
 
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """``write(f)`` into a temp file beside ``path``, fsync, then rename it over ``path``: a
-    crash never leaves a half-written file under the final name. Returns the path."""
+    crash never leaves a half-written file under the final name. A full disk raises
+    ``OSError(ENOSPC)`` naming ``path`` (the temp file is removed). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
@@ -56,9 +59,11 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_no_space_error(exc):   # torch says "enforce fail at inline_container.cc"
+            raise no_space_error(path) from exc
         raise
     return path
 

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -25,6 +26,8 @@ import traceback
 from typing import Any, Sequence
 
 import numpy as np
+
+log = logging.getLogger("maniflow_rl")
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -35,6 +38,13 @@ def _stack(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def _concat(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([d[key] for d in dicts]) for key in dicts[0]}
+
+
+def worker_error_line(formatted_traceback: str) -> str:
+    """The last line of a worker's traceback (``ExceptionType: message``): what the user needs;
+    the whole traceback goes to the debug log (``maniflow-rl -v``)."""
+    lines = [line.strip() for line in formatted_traceback.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
 
 
 def derive_episode_seed(env_base_seed: int, episode: int) -> int:
@@ -291,27 +301,40 @@ class MetaWorldEnvRunner:
 
     def _receive(self, k: int) -> Any:
         conn, proc = self._conns[k], self._procs[k]
-        while not conn.poll(1.0):
-            if not proc.is_alive():
-                raise RuntimeError(f"MetaWorld worker {k} died (exit code {proc.exitcode})")
         try:
+            while not conn.poll(1.0):
+                if not proc.is_alive():
+                    raise self._worker_died(k)
             status, payload = conn.recv()
-        except EOFError as exc:
-            raise RuntimeError(f"MetaWorld worker {k} closed its pipe "
-                               f"(exit code {proc.exitcode})") from exc
+        except (EOFError, OSError) as exc:   # pipe closed / reset: the worker is gone
+            raise self._worker_died(k) from exc
         if status == "error":
-            raise RuntimeError(f"MetaWorld worker {k} failed:\n{payload}")
+            log.debug("MetaWorld worker %d traceback:\n%s", k, payload)
+            raise RuntimeError(f"MetaWorld worker {k} failed: {worker_error_line(payload)}")
         return payload
+
+    def _worker_died(self, k: int) -> RuntimeError:
+        """The error for a worker process that exited (killed, crashed) mid-conversation."""
+        proc = self._procs[k]
+        proc.join(timeout=1.0)
+        return RuntimeError(f"MetaWorld worker {k} died (exit code {proc.exitcode}); its envs "
+                            f"are lost, restart the command to resume from the last checkpoint")
+
+    def _send(self, k: int, message: tuple) -> None:
+        try:
+            self._conns[k].send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
+            raise self._worker_died(k) from exc
 
     def _call(self, k: int, command: str, args: tuple) -> Any:
         if self._local is not None:
             return getattr(self._local, command)(*args)
-        self._conns[k].send((command, args))
+        self._send(k, (command, args))
         return self._receive(k)
 
     def _call_all(self, command: str, args: Sequence[tuple]) -> list[Any]:
         if self._local is not None:
             return [getattr(self._local, command)(*args[0])]
-        for conn, a in zip(self._conns, args):
-            conn.send((command, a))
+        for k, a in enumerate(args):
+            self._send(k, (command, a))
         return [self._receive(k) for k in range(len(self._conns))]

@@ -1,0 +1,87 @@
+"""``RunConfig`` (``maniflow-rl run``; ``finetune`` reads its sections) and ``DummyConfig``
+(``maniflow-rl dummy``). ``validate()`` checks every value before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maniflow_rl.config.sections import (DemosStageConfig, EnvConfig, EvalConfig,
+                                         FinetuneAlgorithmConfig, FinetuneConfig,
+                                         PretrainStageConfig, check_finetune_policy_keys,
+                                         check_policy_keys)
+from maniflow_rl.rl.advantages import AdvantageConfig
+from maniflow_rl.rl.dsrl.config import DSRLConfig
+from maniflow_rl.rl.ppo_config import PPOConfig
+
+
+@dataclass
+class RunConfig:
+    run_dir: str | None = None  # default: runs/<task name>
+    env: EnvConfig = field(default_factory=EnvConfig)
+    demos: DemosStageConfig = field(default_factory=DemosStageConfig)
+    policy: dict = field(default_factory=dict)  # ManiFlowPolicyConfig fields for pretraining
+    pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
+    finetune_policy: dict = field(default_factory=dict)  # sampling overrides for fine-tuning
+    finetune: FinetuneAlgorithmConfig = field(default_factory=FinetuneAlgorithmConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dsrl: DSRLConfig = field(default_factory=DSRLConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        return Path("runs") / self.env.task.split("/")[-1]
+
+    def finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(env=self.env, finetune=self.finetune, dsrl=self.dsrl,
+                              ppo=self.ppo, advantage=self.advantage,
+                              policy=dict(self.finetune_policy), eval=self.eval,
+                              demos=str(self.resolved_run_dir() / "demos.zarr"))
+
+    def validate(self) -> "RunConfig":
+        """Every section (a ``ValueError`` naming the key), before any stage starts."""
+        from maniflow_rl.envs.metaworld.tasks import resolve_task
+
+        resolve_task(self.env.task)
+        self.env.validate()
+        self.demos.validate()
+        self.pretrain.validate()
+        self.eval.validate()
+        check_policy_keys(self.policy, "policy")
+        check_finetune_policy_keys(self.finetune_policy, "finetune_policy")
+        check_policy_keys({**self.policy, **self.finetune_policy}, "finetune_policy")
+        self.finetune.validate()
+        self.ppo.validate()
+        self.advantage.validate()
+        self.dsrl.validate()
+        return self
+
+
+def dummy_ppo_defaults() -> PPOConfig:
+    """PPO settings of ``maniflow-rl dummy``: small rollouts, quick learning rates."""
+    return PPOConfig(total_timesteps=10**9, num_envs=8, num_steps_per_rollout=8, batch_size=32,
+                     learning_rate=1e-3, critic_learning_rate=3e-3, log_interval=5,
+                     eval_interval=10**6)
+
+
+def dummy_policy_defaults() -> dict:
+    """Policy of ``maniflow-rl dummy``: short horizon, 4 denoising steps."""
+    return {"horizon": 8, "n_action_steps": 4, "n_obs_steps": 2, "num_inference_steps": 4}
+
+
+@dataclass
+class DummyConfig:
+    """``maniflow-rl dummy``: PPO on the synthetic env; ``ppo.*``, ``advantage.*``,
+    ``policy.*`` overrides like every other command."""
+
+    ppo: PPOConfig = field(default_factory=dummy_ppo_defaults)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    policy: dict = field(default_factory=dummy_policy_defaults)
+
+    def validate(self) -> "DummyConfig":
+        check_policy_keys(self.policy, "policy")
+        self.ppo.validate()
+        self.advantage.validate()
+        return self

@@ -1,0 +1,192 @@
+"""The sections of the run / fine-tune configs (``env``, ``eval``, ``finetune``, ``demos``,
+``pretrain``), each with a ``validate()`` that raises a one-line ``ValueError``.
+
+They sit below both ``maniflow_rl.pipeline`` (which runs them) and ``maniflow_rl.cli`` (which
+parses them); ``maniflow_rl.cli.config`` re-exports them for compatibility.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from maniflow_rl.rl.advantages import AdvantageConfig
+from maniflow_rl.rl.dsrl.config import DSRLConfig
+from maniflow_rl.rl.ppo_config import PPOConfig
+
+FINETUNE_ALGORITHMS = ("ppo", "dsrl")
+POINT_CLOUD_SOURCES = ("camera", "geometry")
+REWARD_TYPES = ("sparse", "dense")
+
+# policy-config keys that may change between pretraining and fine-tuning: they only change how
+# the denoising chain is sampled, not the weights' shapes (the flow_noise head is created fresh).
+FINETUNE_POLICY_KEYS = ("noise_method", "noise_level", "noise_anneal", "noise_params",
+                        "sigma_min", "sigma_max", "num_inference_steps", "sde_steps",
+                        "noise_level_per_step", "chain_logprob")
+
+
+def require_int(section: str, name: str, value: Any, minimum: int) -> None:
+    """``ValueError`` naming ``section.name`` unless ``value`` is an int >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{section}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def require_choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    """``ValueError`` naming ``section.name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{section}.{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass
+class EnvConfig:
+    """MetaWorld point-cloud environment settings (passed to ``MetaWorldEnvRunner``)."""
+
+    task: str = "metaworld/button-press-topdown-v3"
+    point_cloud_source: str = "camera"  # "camera" (depth render, DP3 protocol) | "geometry"
+    num_points: int = 512
+    camera: str = "corner2"
+    max_episode_steps: int = 200
+    reward_type: str = "sparse"  # "sparse" (success, terminate on success) | "dense"
+    num_workers: int | None = None  # env worker processes; None = one per core
+
+    def env_kwargs(self) -> dict[str, Any]:
+        return {"point_cloud_source": self.point_cloud_source, "num_points": self.num_points,
+                "camera": self.camera, "max_episode_steps": self.max_episode_steps,
+                "reward_type": self.reward_type}
+
+    def validate(self) -> "EnvConfig":
+        """Check every value without starting an env (the task name is checked by
+        ``RunConfig.validate``, which knows MetaWorld's task list)."""
+        require_choice("env", "point_cloud_source", self.point_cloud_source,
+                       POINT_CLOUD_SOURCES)
+        require_choice("env", "reward_type", self.reward_type, REWARD_TYPES)
+        require_int("env", "num_points", self.num_points, 1)
+        require_int("env", "max_episode_steps", self.max_episode_steps, 1)
+        if self.num_workers is not None:
+            require_int("env", "num_workers", self.num_workers, 0)
+        if not isinstance(self.camera, str) or not self.camera:
+            raise ValueError(f"env.camera must be a camera name, got {self.camera!r}")
+        return self
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 50
+    seed: int = 100_000  # eval seeds never overlap training seeds
+    num_envs: int = 2
+    video_episodes: int = 2
+
+    def validate(self) -> "EvalConfig":
+        require_int("eval", "episodes", self.episodes, 1)
+        require_int("eval", "num_envs", self.num_envs, 1)
+        require_int("eval", "video_episodes", self.video_episodes, 0)
+        require_int("eval", "seed", self.seed, 0)
+        return self
+
+
+@dataclass
+class FinetuneAlgorithmConfig:
+    """Which fine-tuning algorithm runs: ``ppo`` (the ``ppo`` / ``advantage`` sections) or
+    ``dsrl`` (the ``dsrl`` section: off-policy steering of the frozen policy's noise)."""
+
+    algorithm: str = "ppo"
+
+    def validate(self) -> None:
+        if self.algorithm not in FINETUNE_ALGORITHMS:
+            raise ValueError(f"finetune.algorithm must be one of {FINETUNE_ALGORITHMS}, "
+                             f"got {self.algorithm!r}")
+
+
+@dataclass
+class FinetuneConfig:
+    """``maniflow-rl finetune``: PPO or DSRL on MetaWorld from a pretrained checkpoint."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    finetune: FinetuneAlgorithmConfig = field(default_factory=FinetuneAlgorithmConfig)
+    dsrl: DSRLConfig = field(default_factory=DSRLConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    policy: dict = field(default_factory=dict)  # overrides at fine-tune time (noise_*, K)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    demos: str | None = None   # demo zarr for the BC term (ppo.bc_coef > 0)
+
+    def validate(self) -> "FinetuneConfig":
+        """Every section, before a checkpoint is read or an env process starts."""
+        self.env.validate()
+        self.eval.validate()
+        self.finetune.validate()
+        check_finetune_policy_keys(self.policy, "finetune_policy")
+        if self.finetune.algorithm == "dsrl":
+            self.dsrl.validate()
+        else:
+            self.ppo.validate()
+            self.advantage.validate()
+        return self
+
+
+@dataclass
+class DemosStageConfig:
+    episodes: int = 10
+    seed: int = 0
+
+    def validate(self) -> "DemosStageConfig":
+        require_int("demos", "episodes", self.episodes, 1)
+        require_int("demos", "seed", self.seed, 0)
+        return self
+
+
+@dataclass
+class PretrainStageConfig:
+    """The subset of ``PretrainConfig`` a run sets; paths and task come from the run."""
+
+    num_epochs: int = 300
+    batch_size: int = 128
+    lr: float = 1e-4
+    warmup_steps: int = 200
+    checkpoint_every_epochs: int = 25
+    max_train_steps: int | None = None
+    ema_decay: float = 0.9999
+    seed: int = 0
+
+    def validate(self) -> "PretrainStageConfig":
+        for name in ("num_epochs", "batch_size", "checkpoint_every_epochs"):
+            require_int("pretrain", name, getattr(self, name), 1)
+        require_int("pretrain", "warmup_steps", self.warmup_steps, 0)
+        if self.max_train_steps is not None:
+            require_int("pretrain", "max_train_steps", self.max_train_steps, 1)
+        if not self.lr > 0:
+            raise ValueError(f"pretrain.lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"pretrain.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        return self
+
+
+def check_policy_keys(policy: dict, section: str = "policy", values: bool = True) -> None:
+    """``ValueError`` naming the unknown ``section.*`` keys (ManiFlowPolicyConfig fields), with
+    the closest known names; with ``values``, also any invalid value or combination
+    (``ManiFlowPolicyConfig.validate`` on the defaults updated with ``policy``)."""
+    import dataclasses
+    import difflib
+
+    from maniflow_rl.policy import ManiFlowPolicyConfig
+
+    known = [f.name for f in dataclasses.fields(ManiFlowPolicyConfig)]
+    unknown = sorted(set(policy) - set(known))
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        hint = "; ".join(f"{section}.{k}: did you mean {section}.{m[0]}?"
+                         for k, m in hints.items() if m)
+        raise ValueError(f"unknown {section} option(s) {[f'{section}.{k}' for k in unknown]}"
+                         + (f" ({hint})" if hint else f"; known: {known}"))
+    if values:
+        ManiFlowPolicyConfig.from_dict(dict(policy))
+
+
+def check_finetune_policy_keys(overrides: dict, section: str = "finetune_policy") -> None:
+    """Fine-tune-time policy overrides: only the sampling keys (FINETUNE_POLICY_KEYS). Names
+    only: the values are checked against the checkpoint's config when it is loaded."""
+    check_policy_keys(overrides, section, values=False)
+    fixed = sorted(set(overrides) - set(FINETUNE_POLICY_KEYS))
+    if fixed:
+        raise ValueError(f"{section} {fixed} cannot change at fine-tune time (they change the "
+                         f"weights' shapes); allowed: {list(FINETUNE_POLICY_KEYS)}")
