@@ -4,10 +4,12 @@ minutes of work. Disk-full errors are reported as "no space left on device" with
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 NO_SPACE_MARKERS = ("inline_container", "file write failed", "no space left on device")
 
@@ -51,6 +53,18 @@ def is_no_space_error(exc: BaseException) -> bool:
 def no_space_error(path: str | os.PathLike) -> OSError:
     """The ``OSError(ENOSPC)`` raised when writing ``path`` filled the disk."""
     return OSError(errno.ENOSPC, "no space left on device while writing", str(path))
+
+
+@contextlib.contextmanager
+def naming_file(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise an ``OSError`` that names no file (a write flushed at ``close()`` on a full
+    disk) as the same error naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
 
 
 def describe_os_error(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from maniflow_rl.utils.checkpoint import remove_stale_temp_files, write_atomic
+from maniflow_rl.utils.output_dir import naming_file
 
 log = logging.getLogger("maniflow_rl")
 
@@ -63,10 +64,11 @@ def truncate_metrics_jsonl(path: str | os.PathLike, max_step: float,
 
 
 def append_metrics_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
-    """Append one JSON row to ``path`` (its folder is created if needed)."""
+    """Append one JSON row to ``path`` (its folder is created if needed); a full disk raises
+    an ``OSError`` naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    with naming_file(path), open(path, "a") as f:
         f.write(json.dumps(dict(row)) + "\n")
 
 

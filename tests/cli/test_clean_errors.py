@@ -135,3 +135,12 @@ def test_full_disk_names_the_file(tmp_path, capsys, monkeypatch):
                      "ppo.save_interval=1", "--no-progress"]) == 1
     err = _one_line_error(capsys, "dummy")
     assert "no space left on device" in err and str(tmp_path / "d") in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_while_appending_metrics_names_the_file():
+    from maniflow_rl.utils.run_files import append_metrics_row
+
+    with pytest.raises(OSError, match="No space left on device") as info:
+        append_metrics_row("/dev/full", {"iteration": 1})   # every write: ENOSPC at flush
+    assert info.value.filename == "/dev/full"
