@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from maniflow_rl.config import DummyConfig, RunConfig, load_config
+from maniflow_rl.utils.distributed import current_info
 from maniflow_rl.utils.output_dir import check_output_dir
 
 log = logging.getLogger("maniflow_rl")
@@ -59,10 +60,13 @@ def run_finetune(args) -> int:
     trainer = build_finetune_trainer(cfg, args.checkpoint, args.out)
     try:
         trainer.train(progress=not args.no_progress)
-        print(f"fine-tuned for {trainer.global_step} env steps; checkpoints in {args.out}")
+        main = current_info().is_main   # torchrun: rank 0 reports
+        if main:
+            print(f"fine-tuned for {trainer.global_step} env steps; checkpoints in {args.out}")
         algorithm = cfg.dsrl if cfg.finetune.algorithm == "dsrl" else cfg.ppo
         if algorithm.eval_episodes > 0:
             result = trainer.evaluate()
+        if algorithm.eval_episodes > 0 and main:
             print(f"final success rate {result['success_rate']:.1%} "
                   f"[{result['ci_low']:.1%}, {result['ci_high']:.1%}]")
     finally:
@@ -111,6 +115,8 @@ def run_dummy(args) -> int:
     finally:
         trainer.close()
     first, last = history[0], history[-1]
+    if not current_info().is_main:   # torchrun: rank 0 reports
+        return 0
     print(f"reward per decision point: {first['rollout/reward_per_decision']:.3f} -> "
           f"{last['rollout/reward_per_decision']:.3f}; logs in {cfg.ppo.save_path}/tb")
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 from maniflow_rl.config import FINETUNE_POLICY_KEYS, FinetuneConfig  # noqa: F401
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.utils.device import resolve_device
+from maniflow_rl.utils.distributed import dist_info_from_env, local_num_envs, rank_seed
 from maniflow_rl.utils.seeding import seed_everything
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 from maniflow_rl.utils.checkpoint import (checkpoint_identity, load_checkpoint_file,
@@ -113,10 +114,22 @@ def build_finetune_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir:
     any env process starts. Seeds every RNG first, so fresh heads start alike (same seed, same
     run)."""
     cfg.finetune.validate()
+    check_data_parallel(cfg)
     seed_everything(cfg.dsrl.seed if cfg.finetune.algorithm == "dsrl" else cfg.ppo.seed)
     if cfg.finetune.algorithm == "dsrl":
         return build_dsrl_trainer(cfg, checkpoint, out_dir, num_workers)
     return build_ppo_trainer(cfg, checkpoint, out_dir, num_workers)
+
+
+def check_data_parallel(cfg: FinetuneConfig) -> int:
+    """Under ``torchrun``: PPO only (DSRL runs in one process for now), and ``ppo.num_envs``
+    divisible by the world size. Returns this rank's env count; checked before any work."""
+    world_size = dist_info_from_env().world_size
+    if world_size > 1 and cfg.finetune.algorithm == "dsrl":
+        raise ValueError(f"finetune.algorithm=dsrl runs in one process (its env workers may be "
+                         f"parallel: env.num_workers, env.backend); launched with world size "
+                         f"{world_size}, run it without torchrun")
+    return local_num_envs(cfg.ppo.num_envs, world_size)
 
 
 def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
@@ -177,7 +190,8 @@ def build_dsrl_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str
 
 def build_ppo_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str | Path,
                       num_workers: int | None = None) -> ManiFlowPPOTrainer:
-    """PPO from an imitation or PPO checkpoint; resumes from ``<out>/latest.pt``."""
+    """PPO from an imitation or PPO checkpoint; resumes from ``<out>/latest.pt``. Under
+    ``torchrun`` each rank builds ``ppo.num_envs / world_size`` envs (``rank_seed``)."""
     out_dir = Path(out_dir)
     ppo = dataclasses.replace(cfg.ppo, save_path=str(out_dir),
                               device=str(resolve_device(cfg.ppo.device))).validate()
@@ -188,8 +202,10 @@ def build_ppo_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str 
     demo_dataset = demo_dataset_for(policy, cfg.demos) if ppo.bc_coef > 0 else None
     teacher = imitation_teacher(imitation, cfg.policy) \
         if ppo.bc_coef > 0 and payload["kind"] == "ppo" else None
-    runner, eval_runner = _start_env_runners(cfg, policy, ppo.num_envs, ppo.seed, num_workers,
-                                             cfg.advantage.group_size, ppo.eval_episodes > 0)
+    rank = dist_info_from_env()   # under torchrun: this rank's envs, rank 0 evaluates
+    runner, eval_runner = _start_env_runners(
+        cfg, policy, local_num_envs(ppo.num_envs, rank.world_size), rank_seed(ppo.seed, rank.rank),
+        num_workers, cfg.advantage.group_size, ppo.eval_episodes > 0 and rank.is_main)
     trainer = ManiFlowPPOTrainer(policy, runner, ppo, cfg.advantage,
                                  eval_env_runner=eval_runner, eval_fn=make_metaworld_eval_fn(cfg),
                                  demo_dataset=demo_dataset, demo_teacher=teacher,

@@ -12,6 +12,10 @@ Run directory::
     report.md  report.json  learning_curve.png   the run report
 
 A stage whose record in ``stages.json`` says ``done`` is skipped when the command is re-run.
+
+Under ``torchrun`` (``utils/distributed.py``) the fine-tuning stage runs data-parallel on every
+rank; rank 0 alone runs the other stages (demos, imitation, evaluations, report) and writes the
+run directory while the other ranks wait for it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from maniflow_rl.utils.output_dir import check_output_dir
 log = logging.getLogger("maniflow_rl")
 
 STAGES = ("demos", "pretrain", "eval_pretrain", "finetune", "eval_finetune", "report")
+DATA_PARALLEL_STAGES = ("finetune",)   # every rank runs these; rank 0 alone the others
 
 
 class StageRecords:
@@ -63,12 +68,20 @@ class StageRecords:
 def run_pipeline(cfg: RunConfig, command: str = "", progress: bool = True,
                  stop_after: str | None = None) -> dict[str, Any]:
     """Run (or resume) every stage; return the report dict."""
+    from maniflow_rl.pipeline.finetune import check_data_parallel
+    from maniflow_rl.utils import distributed as dp
+    from maniflow_rl.utils.device import resolve_device
+
     cfg.validate()
+    check_data_parallel(cfg.finetune_config())
+    rank = dp.init_distributed(resolve_device(cfg.ppo.device))
     run_dir = check_output_dir(cfg.resolved_run_dir(), "run directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-    if command:
-        (run_dir / "command.txt").write_text(command + "\n")
+    if rank.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        if command:
+            (run_dir / "command.txt").write_text(command + "\n")
+    dp.wait_for_main()
     records = StageRecords(run_dir / "stages.json")
     stage_fns: dict[str, Callable[[], dict[str, Any]]] = {
         "demos": lambda: _stage_demos(cfg, run_dir, progress),
@@ -79,21 +92,37 @@ def run_pipeline(cfg: RunConfig, command: str = "", progress: bool = True,
         "report": lambda: _stage_report(cfg, run_dir, records, command),
     }
     for stage in STAGES:
-        if stage != "report" and records.done(stage):
-            log.info("stage %-13s already done, reusing %s", stage, run_dir)
-        else:
-            log.info("stage %-13s starting", stage)
-            start = time.time()
-            try:
-                info = stage_fns[stage]()
-            except BaseException:
-                records.add_partial_time(stage, time.time() - start)
-                raise
-            records.finish(stage, time.time() - start, **info)
+        parallel = stage in DATA_PARALLEL_STAGES
+        if parallel or rank.is_main:
+            done = stage != "report" and records.done(stage)
+            _run_stage(stage, stage_fns[stage], records, run_dir,
+                       skip=dp.broadcast_object(done) if parallel else done,
+                       record=rank.is_main)
+        if not parallel:
+            dp.wait_for_main()   # the other ranks wait for rank 0's stage
         if stage == stop_after:
             break
     report_path = run_dir / "report.json"
     return json.loads(report_path.read_text()) if report_path.is_file() else records.records
+
+
+def _run_stage(stage: str, fn: Callable[[], dict[str, Any]], records: StageRecords,
+               run_dir: Path, skip: bool, record: bool) -> None:
+    """Run ``fn`` unless ``skip``; with ``record``, write its time and info to ``records``
+    (also the partial time of a stage that fails)."""
+    if skip:
+        log.info("stage %-13s already done, reusing %s", stage, run_dir)
+        return
+    log.info("stage %-13s starting", stage)
+    start = time.time()
+    try:
+        info = fn()
+    except BaseException:
+        if record:
+            records.add_partial_time(stage, time.time() - start)
+        raise
+    if record:
+        records.finish(stage, time.time() - start, **info)
 
 
 # ---------------------------------------------------------------------------------- stages

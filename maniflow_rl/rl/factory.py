@@ -8,6 +8,7 @@ from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.rl.rollout_collector import CollectorConfig
+from maniflow_rl.utils import distributed as dp
 from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.seeding import seed_everything
 
@@ -32,7 +33,8 @@ def create_maniflow_ppo_trainer(shape_meta: dict, device: str = "cpu",
     Every RNG is seeded with ``ppo_config.seed`` before the policy is built: same seed, same run.
 
     ``checkpoint`` optionally initialises the policy from a pretraining checkpoint, or resumes
-    a PPO checkpoint.
+    a PPO checkpoint. Under ``torchrun`` each rank's dummy runner gets ``num_envs /
+    world_size`` envs (``utils/distributed.py``).
     """
     from maniflow_rl.envs.dummy import ManiFlowDummyEnvRunner
     from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
@@ -44,8 +46,11 @@ def create_maniflow_ppo_trainer(shape_meta: dict, device: str = "cpu",
     adv.validate()
     seed_everything(ppo.seed)   # before the policy's initial weights are drawn
     policy = ManiFlowPointcloudRLPolicy(shape_meta, **_to_dict(policy_config))
-    if env_runner is None:
-        env_runner = ManiFlowDummyEnvRunner(shape_meta, num_envs=ppo.num_envs, seed=ppo.seed)
+    if env_runner is None:   # under torchrun: this rank's share, rank-distinct seed
+        rank = dp.dist_info_from_env()
+        env_runner = ManiFlowDummyEnvRunner(
+            shape_meta, num_envs=dp.local_num_envs(ppo.num_envs, rank.world_size),
+            seed=dp.rank_seed(ppo.seed, rank.rank))
     if collector_config is not None:
         collector_config = config_from_dict(CollectorConfig, {
             "action_chunk_size": policy.n_action_steps, "obs_chunk_size": policy.n_obs_steps,

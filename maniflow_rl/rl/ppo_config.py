@@ -155,3 +155,14 @@ def config_from_dict(cls, values: dict[str, Any] | None):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
     return cls(**values)
+
+
+def as_config(cls, value):
+    """``value`` as a ``cls`` instance: None -> defaults, a dict -> :func:`config_from_dict`."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return config_from_dict(cls, value)
+    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")

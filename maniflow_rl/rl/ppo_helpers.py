@@ -1,5 +1,6 @@
 """Helpers of the PPO trainer: actor/critic parameter split, LR schedule, per-denoising-step
-diagnostics, the console columns, and the error that stops a run whose updates keep failing."""
+diagnostics, the console columns, the GRPO setup check, a rank's RNG state in a checkpoint, and
+the error that stops a run whose updates keep failing."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ def split_actor_critic_parameters(policy: torch.nn.Module):
             continue
         (critic if any(m in name for m in CRITIC_NAME_MARKERS) else actor).append(param)
     return actor, critic
+
+
+def make_optimizer(actor_params, critic_params, config) -> torch.optim.AdamW:
+    """AdamW with an ``actor`` and (if any) a ``critic`` group at their learning rates; each
+    group remembers its ``initial_lr`` for the LR schedule."""
+    groups = [{"params": actor_params, "lr": config.learning_rate, "name": "actor"}]
+    if critic_params:
+        groups.append({"params": critic_params, "lr": config.critic_learning_rate,
+                       "name": "critic"})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    return optimizer
 
 
 def lr_multiplier(schedule: str, iteration: int, num_iterations: int, warmup: int) -> float:
@@ -94,3 +108,35 @@ def skipped_updates_message(consecutive: int, iteration: int, last_checkpoint) -
             f"were skipped because the loss or gradient was not finite (NaN / inf); {kept}. "
             f"Check the envs' rewards and observations and the learning rates "
             f"(PPOConfig.max_consecutive_skipped_updates sets this limit)")
+
+
+def check_grpo_setup(env_runner, config, group_size: int, local_num_envs: int,
+                     max_steps_per_episode: int, n_action_steps: int) -> None:
+    """GRPO rollouts are one fresh episode per env, groups seeded alike (rollout_collector):
+    the runner needs ``seed``, each rank's envs whole groups, a rollout one full episode."""
+    if not callable(getattr(env_runner, "seed", None)):
+        raise ValueError(f"advantage_type='grpo' needs an env runner with seed(seeds) (one "
+                         f"reset seed per env, so that a group shares its layout); "
+                         f"{type(env_runner).__name__} has none")
+    if local_num_envs % group_size:
+        per_rank = (f" ({local_num_envs} per rank: a group must live on one rank)"
+                    if local_num_envs != config.num_envs else "")
+        raise ValueError(f"PPOConfig.num_envs={config.num_envs}{per_rank} must be a multiple "
+                         f"of AdvantageConfig.group_size={group_size} for GRPO")
+    limit = min(int(getattr(env_runner, "max_episode_steps", None) or 10**9),
+                max_steps_per_episode)
+    needed = math.ceil(limit / n_action_steps)
+    if config.num_steps_per_rollout != needed:
+        raise ValueError(
+            f"a GRPO rollout is one full episode: with max_episode_steps={limit} and "
+            f"n_action_steps={n_action_steps}, set PPOConfig."
+            f"num_steps_per_rollout={needed} (got {config.num_steps_per_rollout})")
+
+
+def rank_state_of(payload: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """Rank ``rank``'s RNG state in a PPO checkpoint (older checkpoints: rank 0's only)."""
+    states = payload.get("rank_states")
+    if states:
+        return states[rank] if rank < len(states) else None
+    return {"rng": payload.get("rng"), "trainer_generator": payload.get("trainer_generator")} \
+        if rank == 0 else None

@@ -16,6 +16,12 @@ them in a row stop the run (:class:`NonFiniteTrainingError`); a checkpoint is on
 every weight is finite. When logging starts (after a resume: at the checkpoint's step),
 ``metrics.jsonl`` is cut back to that step, TensorBoard purges the later steps, temp files of
 interrupted saves are deleted, and a resumed run re-seeds its envs from ``(seed, global_step)``.
+
+Data-parallel (launched by ``torchrun``, ``utils/distributed.py``): ``config.num_envs`` counts
+the envs of all ranks; each rank's ``env_runner`` holds ``num_envs / world_size`` of them
+(rank-distinct seeds: ``rank_seed``), advantages are computed per rank (normalised globally),
+the update all-reduces gradients, metrics are reduced over the ranks, and rank 0 alone
+evaluates, logs and writes checkpoints (which hold every rank's RNG state).
 """
 
 from __future__ import annotations
@@ -32,13 +38,16 @@ from tqdm.auto import tqdm
 
 from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
 from maniflow_rl.rl.demo_regularizer import DemoRegularizer
-from maniflow_rl.rl.ppo_config import PPOConfig, config_from_dict
+from maniflow_rl.rl.ppo_config import PPOConfig, as_config
 from maniflow_rl.rl.ppo_helpers import (  # noqa: F401  (re-exported: public names)
     CONSOLE_KEYS,
     CRITIC_NAME_MARKERS,
     NonFiniteTrainingError,
+    check_grpo_setup,
     denoising_step_diagnostics,
     lr_multiplier,
+    make_optimizer,
+    rank_state_of,
     rollout_metrics,
     skipped_updates_message,
     split_actor_critic_parameters,
@@ -46,6 +55,7 @@ from maniflow_rl.rl.ppo_helpers import (  # noqa: F401  (re-exported: public nam
 from maniflow_rl.rl.ppo_update import consecutive_skipped_updates, ppo_update
 from maniflow_rl.rl.rollout_collector import (CollectorConfig, ManiFlowRolloutCollector,
                                               group_layout_seeds)
+from maniflow_rl.utils import distributed as dp
 from maniflow_rl.utils.checkpoint import (
     assert_finite_state,
     load_checkpoint_file,
@@ -55,7 +65,7 @@ from maniflow_rl.utils.checkpoint import (
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.run_files import METRICS_FILE, append_metrics_row, prepare_run_dir
 from maniflow_rl.utils.seeding import (get_rng_state, reseed_env_runner_for_resume,
-                                       seed_everything, set_rng_state)
+                                       resume_env_seed, seed_everything, set_rng_state)
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 
 log = logging.getLogger("maniflow_rl")
@@ -76,37 +86,39 @@ class ManiFlowPPOTrainer:
         ``demo_teacher`` (the imitation policy), by default a copy of ``policy`` as given.
         ``imitation_checkpoint`` (``checkpoint_identity`` of the imitation checkpoint) is stored
         in every checkpoint, so a continued run can anchor to the same imitation policy."""
-        self.config = _as_config(PPOConfig, config).validate()
-        self.advantage_config = _as_config(AdvantageConfig, advantage_config)
+        self.config = as_config(PPOConfig, config).validate()
+        self.advantage_config = as_config(AdvantageConfig, advantage_config)
         self.advantage_config.validate()
-        self.device = torch.device(device or self.config.device)
+        self.local_num_envs = dp.local_num_envs(self.config.num_envs,  # before joining
+                                                dp.dist_info_from_env().world_size)
+        self.dist = dp.init_distributed(device or self.config.device)
+        self.device = dp.rank_device(device or self.config.device, self.dist)
         self.policy = policy.to(self.device)
         self.env_runner = env_runner
         self.eval_env_runner = eval_env_runner
-        if getattr(env_runner, "num_envs", self.config.num_envs) != self.config.num_envs:
+        if getattr(env_runner, "num_envs", self.local_num_envs) != self.local_num_envs:
+            share = (f" / world size {self.dist.world_size} = {self.local_num_envs} per rank"
+                     if self.dist.enabled else "")
             raise ValueError(f"env_runner has {env_runner.num_envs} envs but "
-                             f"PPOConfig.num_envs={self.config.num_envs}")
+                             f"PPOConfig.num_envs={self.config.num_envs}{share}")
         if collector_config is None:
             collector_config = CollectorConfig(action_chunk_size=policy.n_action_steps,
                                                obs_chunk_size=policy.n_obs_steps)
-        self.collector_config = _as_config(CollectorConfig, collector_config)
+        self.collector_config = as_config(CollectorConfig, collector_config)
         self.collector = ManiFlowRolloutCollector(
             self.policy, env_runner, self.collector_config, device=self.device,
             group_size=self.advantage_config.group_size,
             nonfinite_policy=self.config.nonfinite_policy,
             max_abs_env_value=self.config.max_abs_env_value)
-        self.advantage_calculator = ManiFlowAdvantageCalculator(self.advantage_config)
+        self.advantage_calculator = ManiFlowAdvantageCalculator(
+            self.advantage_config, all_reduce=dp.all_reduce_sum if self.dist.enabled else None)
         self.fresh_episode_rollouts = self.advantage_config.advantage_type == "grpo"
         if self.fresh_episode_rollouts:
-            self._check_grpo_setup()
+            check_grpo_setup(self.env_runner, self.config, self.advantage_config.group_size,
+                             self.local_num_envs, self.collector_config.max_steps_per_episode,
+                             self.policy.n_action_steps)
         self.actor_params, self.critic_params = split_actor_critic_parameters(self.policy)
-        groups = [{"params": self.actor_params, "lr": self.config.learning_rate, "name": "actor"}]
-        if self.critic_params:
-            groups.append({"params": self.critic_params, "lr": self.config.critic_learning_rate,
-                           "name": "critic"})
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = group["lr"]
+        self.optimizer = make_optimizer(self.actor_params, self.critic_params, self.config)
         self.eval_fn = eval_fn
         self.demo_regularizer = None
         if self.config.bc_coef > 0:
@@ -114,34 +126,22 @@ class ManiFlowPPOTrainer:
                 raise ValueError("PPOConfig.bc_coef > 0 needs demo_dataset (the demonstrations)")
             teacher = self.policy if demo_teacher is None else demo_teacher.to(self.device)
             self.demo_regularizer = DemoRegularizer(demo_dataset, teacher,
-                                                    self.config.bc_batch_size, self.config.seed)
+                                                    self.config.bc_batch_size, self.rank_seed)
         self.imitation_checkpoint = imitation_checkpoint
         self.iteration = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
         self.consecutive_skipped_updates = 0
-        self._generator = torch.Generator().manual_seed(self.config.seed)
+        self._generator = torch.Generator().manual_seed(self.rank_seed)
         self._logger: MetricLogger | None = None
-        seed_everything(self.config.seed)
+        self.grad_sync = dp.data_parallel_sync(self.device)
+        dp.broadcast_module_state(self.policy)   # every rank starts from rank 0's weights
+        seed_everything(self.rank_seed)
 
-    def _check_grpo_setup(self) -> None:
-        """GRPO rollouts are one fresh episode per env, groups seeded alike (rollout_collector)."""
-        group_size = self.advantage_config.group_size
-        if not callable(getattr(self.env_runner, "seed", None)):
-            raise ValueError(f"advantage_type='grpo' needs an env runner with seed(seeds) (one "
-                             f"reset seed per env, so that a group shares its layout); "
-                             f"{type(self.env_runner).__name__} has none")
-        if self.config.num_envs % group_size:
-            raise ValueError(f"PPOConfig.num_envs={self.config.num_envs} must be a multiple of "
-                             f"AdvantageConfig.group_size={group_size} for GRPO")
-        limit = min(int(getattr(self.env_runner, "max_episode_steps", None) or 10**9),
-                    self.collector_config.max_steps_per_episode)
-        needed = math.ceil(limit / self.policy.n_action_steps)
-        if self.config.num_steps_per_rollout != needed:
-            raise ValueError(
-                f"a GRPO rollout is one full episode: with max_episode_steps={limit} and "
-                f"n_action_steps={self.policy.n_action_steps}, set PPOConfig."
-                f"num_steps_per_rollout={needed} (got {self.config.num_steps_per_rollout})")
+    @property
+    def rank_seed(self) -> int:
+        """Seed of this rank's sampling noise and envs (``config.seed`` on rank 0)."""
+        return dp.rank_seed(self.config.seed, self.dist.rank)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -162,7 +162,7 @@ class ManiFlowPPOTrainer:
         target = self.num_iterations if num_iterations is None else self.iteration + num_iterations
         self._open_logger()
         bar = tqdm(total=target, initial=self.iteration, desc="PPO", unit="it",
-                   disable=not progress, dynamic_ncols=True)
+                   disable=not (progress and self.dist.is_main), dynamic_ncols=True)
         try:
             while self.iteration < target:
                 metrics = self.train_iteration()
@@ -185,8 +185,10 @@ class ManiFlowPPOTrainer:
         t0 = time.perf_counter()
         self.policy.eval()
         if self.fresh_episode_rollouts:   # every group attempts one new layout per rollout
-            self.env_runner.seed(group_layout_seeds(cfg.seed, self.iteration, cfg.num_envs,
-                                                    self.advantage_config.group_size))
+            seeds = group_layout_seeds(cfg.seed, self.iteration, cfg.num_envs,
+                                       self.advantage_config.group_size)  # global env order
+            self.env_runner.seed(seeds[dp.rank_env_slice(cfg.num_envs, self.dist.rank,
+                                                         self.dist.world_size)])
         batch, stats = self.collector.collect(cfg.num_steps_per_rollout,
                                               fresh_episodes=self.fresh_episode_rollouts)
         t_rollout = time.perf_counter() - t0
@@ -199,9 +201,13 @@ class ManiFlowPPOTrainer:
                                     actor_params=self.actor_params,
                                     critic_params=self.critic_params,
                                     bc_loss_fn=None if self.demo_regularizer is None else
-                                    lambda: self.demo_regularizer.loss(self.policy))
+                                    lambda: self.demo_regularizer.loss(self.policy),
+                                    sync=self.grad_sync)
         t_update = time.perf_counter() - t1
-        env_steps = int(stats.get("env_steps", self.env_steps_per_iteration))
+        env_steps = int(stats.get("env_steps",
+                                  self.env_steps_per_iteration // self.dist.world_size))
+        if self.dist.enabled:   # every rank counts the env steps of all ranks
+            env_steps = int(dp.all_reduce_sum(torch.tensor([env_steps], device=self.device))[0])
         self.global_step += env_steps
         self.iteration += 1
         self.consecutive_skipped_updates = consecutive_skipped_updates(
@@ -215,6 +221,11 @@ class ManiFlowPPOTrainer:
                                               self._last_checkpoint())
             log.error(message)
             raise NonFiniteTrainingError(message)
+        if self.dist.enabled:
+            metrics = dp.reduce_metric_dicts(dp.all_gather_objects(metrics))
+            metrics["perf/sps"] = env_steps / max(metrics["perf/rollout_seconds"]
+                                                  + metrics["perf/update_seconds"], 1e-9)
+            metrics["perf/rollout_sps"] = env_steps / max(metrics["perf/rollout_seconds"], 1e-9)
         if self.iteration % cfg.eval_interval == 0 and cfg.eval_episodes > 0:
             metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()
                             if isinstance(v, (int, float))})
@@ -242,6 +253,8 @@ class ManiFlowPPOTrainer:
 
     def _record(self, metrics: dict[str, float]) -> None:
         self.history.append(metrics)
+        if not self.dist.is_main:   # rank 0 alone logs
+            return
         self._logger.log(metrics, self.global_step)
         append_metrics_row(self.save_dir / METRICS_FILE, metrics)
         if self.iteration % self.config.log_interval == 0:
@@ -257,7 +270,7 @@ class ManiFlowPPOTrainer:
     def _open_logger(self) -> None:
         """Open the logger; first make the run folder describe this run up to ``global_step``
         (``utils/run_files.prepare_run_dir``) and purge later TensorBoard steps."""
-        if self._logger is None:
+        if self._logger is None and self.dist.is_main:
             prepare_run_dir(self.save_dir, self.global_step, step_key="global_step")
             log_dir = self.config.log_dir or str(self.save_dir / "tb")
             self._logger = MetricLogger(log_dir, self.config.wandb_project,
@@ -272,7 +285,14 @@ class ManiFlowPPOTrainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
         """Deterministic evaluation (no sampling noise). Uses ``eval_env_runner`` when given;
-        otherwise the training envs, whose episodes then restart at the next rollout."""
+        otherwise the training envs, whose episodes then restart at the next rollout.
+        Data-parallel: rank 0 evaluates, every rank returns its result."""
+        if self.dist.enabled:
+            result = self._evaluate(num_episodes) if self.dist.is_main else None
+            return dp.broadcast_object(result)
+        return self._evaluate(num_episodes)
+
+    def _evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
         num_episodes = num_episodes or self.config.eval_episodes
         runner = self.eval_env_runner or self.env_runner
         self.policy.eval()
@@ -304,7 +324,12 @@ class ManiFlowPPOTrainer:
             "rng": get_rng_state(),
             "trainer_generator": self._generator.get_state(),
             "imitation_checkpoint": self.imitation_checkpoint,
+            "world_size": self.dist.world_size,
+            "rank_states": dp.all_gather_objects(self._rank_state()),   # every rank's RNGs
         }
+
+    def _rank_state(self) -> dict[str, Any]:
+        return {"rng": get_rng_state(), "trainer_generator": self._generator.get_state()}
 
     def _last_checkpoint(self) -> Path | None:
         latest = self.save_dir / "latest.pt"
@@ -314,16 +339,20 @@ class ManiFlowPPOTrainer:
         """Atomically write ``checkpoint_<iteration>.pt`` (and ``latest.pt``) under save_path.
 
         Refuses (:class:`~maniflow_rl.utils.checkpoint.NonFiniteStateError`) before writing
-        anything if a weight or optimizer statistic is NaN / inf: the files already there stay."""
+        anything if a weight or optimizer statistic is NaN / inf: the files already there stay.
+        Data-parallel: every rank calls it (it gathers the ranks' RNG states); rank 0 writes."""
         where = f"refusing to save the PPO checkpoint of iteration {self.iteration} " \
                 f"(the previous checkpoints are left as they are): "
         assert_finite_state(self.policy, where + "the policy")
         assert_finite_state(self.optimizer.state_dict()["state"], where + "the optimizer state")
         payload = self.checkpoint_payload()
-        if path is not None:
-            return save_checkpoint_atomic(payload, path)
-        target = save_checkpoint_atomic(payload, self.save_dir / f"checkpoint_{self.iteration}.pt")
-        save_checkpoint_atomic(payload, self.save_dir / "latest.pt")
+        target = Path(path) if path is not None else \
+            self.save_dir / f"checkpoint_{self.iteration}.pt"
+        if not self.dist.is_main:
+            return target
+        save_checkpoint_atomic(payload, target)
+        if path is None:
+            save_checkpoint_atomic(payload, self.save_dir / "latest.pt")
         return target
 
     def load_checkpoint(self, path: str | Path, resume: bool = True) -> dict[str, Any]:
@@ -345,14 +374,12 @@ class ManiFlowPPOTrainer:
             self.iteration = int(payload["iteration"])
             self.global_step = int(payload["global_step"])
             self.history = list(payload.get("history", []))
-            set_rng_state(payload.get("rng"))
-            if payload.get("trainer_generator") is not None:
-                self._generator.set_state(payload["trainer_generator"])
+            self._restore_rank_state(payload)
             self.consecutive_skipped_updates = 0
             self.close()   # the next _open_logger cuts metrics.jsonl / TensorBoard to this step
             if not self.fresh_episode_rollouts:   # GRPO seeds every rollout from iteration
                 # new layouts, not the run's first ones: seed from (seed, global_step)
-                reseed_env_runner_for_resume(self.env_runner, self.config.seed, self.global_step)
+                reseed_env_runner_for_resume(self.env_runner, self.rank_seed, self.global_step)
             self.collector.vector_steps = self.global_step // max(1, self.config.num_envs)
             self.collector.reset()
             if self.imitation_checkpoint is None:
@@ -360,11 +387,13 @@ class ManiFlowPPOTrainer:
         return payload
 
 
-def _as_config(cls, value):
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        return config_from_dict(cls, value)
-    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+    def _restore_rank_state(self, payload: dict[str, Any]) -> None:
+        """This rank's RNG streams as saved; a rank the checkpoint did not have (more ranks
+        now) starts fresh streams from ``(rank_seed, global_step)``."""
+        state = rank_state_of(payload, self.dist.rank)
+        if state is None:
+            seed_everything(resume_env_seed(self.rank_seed, self.global_step))
+            return
+        set_rng_state(state.get("rng"))
+        if state.get("trainer_generator") is not None:
+            self._generator.set_state(state["trainer_generator"])

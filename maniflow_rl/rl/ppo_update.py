@@ -37,36 +37,43 @@ from maniflow_rl.rl.losses import (
     value_loss,
 )
 from maniflow_rl.rl.ppo_config import PPOConfig
+from maniflow_rl.utils.distributed import GradientSync, minibatch_chunks
 
 
 def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, config: PPOConfig,
                generator: torch.Generator | None = None, critic_only: bool = False,
                critic_params: Sequence[torch.nn.Parameter] | None = None,
                bc_loss_fn: Callable[[], torch.Tensor] | None = None,
-               actor_params: Sequence[torch.nn.Parameter] | None = None) -> dict[str, float]:
+               actor_params: Sequence[torch.nn.Parameter] | None = None,
+               sync: GradientSync | None = None) -> dict[str, float]:
     """Run ``update_epochs`` epochs of minibatch PPO on ``batch``; return mean diagnostics.
 
     ``actor_params`` / ``critic_params``: the two parameter sets whose gradient norms are
     clipped separately (``max_grad_norm``, ``critic_max_grad_norm``); by default the optimizer
     groups named ``actor`` / ``critic`` (anything unnamed counts as actor).
     ``bc_loss_fn`` (optional): the demo imitation loss, added as ``config.bc_coef * bc_loss_fn()``
-    to every actor minibatch (see :mod:`maniflow_rl.rl.demo_regularizer`)."""
+    to every actor minibatch (see :mod:`maniflow_rl.rl.demo_regularizer`).
+    ``sync`` (data-parallel, ``utils/distributed.py``): every rank holds its own ``batch``; each
+    epoch splits it into ``ceil(all ranks' samples / batch_size)`` minibatches (the same count
+    on every rank), and each step uses the sample-weighted mean of the ranks' gradients and
+    KL, so the ranks step together and stay identical."""
     actor_params, critic_params = _actor_critic_params(optimizer, actor_params, critic_params)
     data = batch.flatten()
     keep = torch.nonzero(data["mask"] > 0).flatten()
     num_samples = int(keep.numel())
+    total_samples = num_samples if sync is None else sync.total(num_samples)
     device = data["values"].device
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)  # per key: per-step diagnostics are not in every mb
     count = 0
     skipped = trailing_skipped = 0
     stopped_early = 0.0
-    for _ in range(config.update_epochs if num_samples else 0):
+    for _ in range(config.update_epochs if total_samples else 0):
         order = keep[torch.randperm(num_samples, generator=generator).to(device)]
-        for start in range(0, num_samples, config.batch_size):
-            idx = order[start:start + config.batch_size]
+        for idx in minibatch_chunks(order, config.batch_size,
+                                    None if sync is None else total_samples):
             metrics = _minibatch_step(policy, optimizer, data, idx, config, critic_only,
-                                      actor_params, critic_params, bc_loss_fn)
+                                      actor_params, critic_params, bc_loss_fn, sync)
             if metrics.get("skipped"):
                 skipped += 1
                 trailing_skipped += 1
@@ -121,10 +128,8 @@ def _select(data: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:
             if v is not None}
 
 
-def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only: bool,
-                    actor_params, critic_params, bc_loss_fn=None) -> dict[str, float]:
-    """One minibatch: losses, then (unless the KL limit is already exceeded) one step."""
-    mb = _select(data, idx)
+def _policy_terms(policy, mb, config: PPOConfig):
+    """Forward pass of one minibatch: ``(out, pg_loss, diagnostics)`` (approx_kl, clipfrac, ...)."""
     out = policy.default_forward(
         {"observation": mb["obs"], "chains": mb["chains"], "denoise_inds": mb["denoise_inds"]},
         compute_values=True,
@@ -137,11 +142,61 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
                                        dual_clip=config.dual_clip, mask=mask)
     diagnostics = {k: float(v) for k, v in pg_info.items()}
     diagnostics.update(_per_denoise_step_kl(logratio.detach(), mb["denoise_inds"]))
+    return out, pg_loss, diagnostics
+
+
+def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only: bool,
+                    actor_params, critic_params, bc_loss_fn=None,
+                    sync: GradientSync | None = None) -> dict[str, float]:
+    """One minibatch: losses, then (unless the KL limit is already exceeded) one step.
+
+    Data-parallel (``sync``): the KL stop and the non-finite skip are decided on all ranks'
+    samples, and the loss is scaled by this rank's share of them, so the summed gradient is the
+    mean over the global minibatch. A rank without samples in it still joins the collectives
+    and the optimizer step."""
+    count = int(idx.numel())
+    mb = _select(data, idx)
+    out, pg_loss, diagnostics = _policy_terms(policy, mb, config) if count else (None, None, {})
+    total, approx_kl = count, diagnostics.get("approx_kl", 0.0)
+    if sync is not None:
+        total, approx_kl = sync.weighted_mean(count, approx_kl)
     # KL early stop (SB3): decided on this minibatch's KL *before* the optimizer steps on it
     kl_stop = (not critic_only and config.target_kl is not None
-               and diagnostics["approx_kl"] > 1.5 * config.target_kl)
+               and approx_kl > 1.5 * config.target_kl)
     if kl_stop:
         return {**diagnostics, "kl_stop": 1.0}
+    losses: dict[str, torch.Tensor] = {}
+    if count:
+        losses = _total_loss(out, pg_loss, mb, config, critic_only, bc_loss_fn)
+    optimizer.zero_grad(set_to_none=True)
+    nonfinite = bool(losses) and not is_finite_number(losses["loss"].detach())
+    if nonfinite and sync is None:   # skip: no backward, no step
+        return {"skipped": 1.0, "kl_stop": 0.0}
+    if losses and not nonfinite:
+        (losses["loss"] * (count / total)).backward()
+    if critic_only:
+        for p in actor_params:
+            p.grad = None
+    if sync is not None and sync.gradients([*actor_params, *critic_params], nonfinite):
+        optimizer.zero_grad(set_to_none=True)   # some rank's loss was NaN / inf: all skip
+        return {"skipped": 1.0, "kl_stop": 0.0}
+    actor_norm = (torch.zeros(()) if critic_only else
+                  torch.nn.utils.clip_grad_norm_(actor_params, config.max_grad_norm))
+    critic_norm = (torch.nn.utils.clip_grad_norm_(critic_params, config.critic_max_grad_norm)
+                   if critic_params else torch.zeros(()))
+    if not (is_finite_number(actor_norm) and is_finite_number(critic_norm)):
+        optimizer.zero_grad(set_to_none=True)   # the step is skipped; drop the bad gradients
+        return {"skipped": 1.0, "kl_stop": 0.0}
+    optimizer.step()
+    return {**{k: float(v.detach()) for k, v in losses.items()},
+            "grad_norm": float(actor_norm), "critic_grad_norm": float(critic_norm),
+            **diagnostics, "kl_stop": 0.0}
+
+
+def _total_loss(out, pg_loss, mb, config: PPOConfig, critic_only: bool,
+                bc_loss_fn) -> dict[str, torch.Tensor]:
+    """``policy_loss``, ``value_loss``, ``entropy``, ``loss`` (+ ``bc_loss``) of a minibatch,
+    and ``sigma_geometric_mean`` (from the entropy)."""
     v_loss = value_loss(out["values"], mb["values"], mb["returns"],
                         clip_range_value=config.clip_range_value,
                         loss_type=config.value_loss_type, huber_delta=config.huber_delta,
@@ -151,37 +206,13 @@ def _minibatch_step(policy, optimizer, data, idx, config: PPOConfig, critic_only
         loss = config.value_coef * v_loss
     else:
         loss = pg_loss + config.value_coef * v_loss - config.entropy_coef * entropy
-    bc_loss = None
+    terms = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
     if bc_loss_fn is not None and not critic_only:
-        bc_loss = bc_loss_fn()
-        loss = loss + config.bc_coef * bc_loss
-    optimizer.zero_grad(set_to_none=True)
-    if not is_finite_number(loss.detach()):   # skip: no backward, no step
-        return {"skipped": 1.0, "kl_stop": 0.0}
-    loss.backward()
-    if critic_only:
-        for p in actor_params:
-            p.grad = None
-    actor_norm = (torch.zeros(()) if critic_only else
-                  torch.nn.utils.clip_grad_norm_(actor_params, config.max_grad_norm))
-    critic_norm = (torch.nn.utils.clip_grad_norm_(critic_params, config.critic_max_grad_norm)
-                   if critic_params else torch.zeros(()))
-    if not (is_finite_number(actor_norm) and is_finite_number(critic_norm)):
-        optimizer.zero_grad(set_to_none=True)   # the step is skipped; drop the bad gradients
-        return {"skipped": 1.0, "kl_stop": 0.0}
-    optimizer.step()
-    return {
-        "policy_loss": float(pg_loss.detach()),
-        "value_loss": float(v_loss.detach()),
-        "entropy": float(entropy.detach()),
-        "loss": float(loss.detach()),
-        "grad_norm": float(actor_norm),
-        "critic_grad_norm": float(critic_norm),
-        "sigma_geometric_mean": float(torch.exp(entropy.detach() - GAUSSIAN_ENTROPY_OFFSET)),
-        **diagnostics,
-        **({} if bc_loss is None else {"bc_loss": float(bc_loss.detach())}),
-        "kl_stop": 0.0,
-    }
+        terms["bc_loss"] = bc_loss_fn()
+        loss = loss + config.bc_coef * terms["bc_loss"]
+    terms["loss"] = loss
+    terms["sigma_geometric_mean"] = torch.exp(entropy.detach() - GAUSSIAN_ENTROPY_OFFSET)
+    return terms
 
 
 # entropy of N(mu, sigma^2) per dimension = log(sigma) + 0.5 log(2 pi e)
