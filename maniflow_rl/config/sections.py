@@ -7,6 +7,7 @@ parses them); ``maniflow_rl.cli.config`` re-exports them for compatibility.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from maniflow_rl.rl.ppo_config import PPOConfig
 FINETUNE_ALGORITHMS = ("ppo", "dsrl")
 POINT_CLOUD_SOURCES = ("camera", "geometry")
 REWARD_TYPES = ("sparse", "dense")
+ENV_BACKENDS = ("multiprocessing", "ray")
 
 # policy-config keys that may change between pretraining and fine-tuning: they only change how
 # the denoising chain is sampled, not the weights' shapes (the flow_noise head is created fresh).
@@ -48,11 +50,19 @@ class EnvConfig:
     max_episode_steps: int = 200
     reward_type: str = "sparse"  # "sparse" (success, terminate on success) | "dense"
     num_workers: int | None = None  # env worker processes; None = one per core
+    backend: str = "multiprocessing"  # env workers: "multiprocessing" (0 workers: in-process)
+    #                                   or "ray" (Ray actors; pip install maniflow-rl[distributed])
+    ray_address: str | None = None  # backend=ray: None = local ray.init(), "auto" = the cluster
+    #                                 of `ray start` on this machine, "host:port" = a remote one
 
     def env_kwargs(self) -> dict[str, Any]:
         return {"point_cloud_source": self.point_cloud_source, "num_points": self.num_points,
                 "camera": self.camera, "max_episode_steps": self.max_episode_steps,
                 "reward_type": self.reward_type}
+
+    def runner_kwargs(self) -> dict[str, Any]:
+        """How ``MetaWorldEnvRunner`` hosts the envs (worker backend and Ray address)."""
+        return {"backend": self.backend, "ray_address": self.ray_address}
 
     def validate(self) -> "EnvConfig":
         """Check every value without starting an env (the task name is checked by
@@ -64,6 +74,15 @@ class EnvConfig:
         require_int("env", "max_episode_steps", self.max_episode_steps, 1)
         if self.num_workers is not None:
             require_int("env", "num_workers", self.num_workers, 0)
+        require_choice("env", "backend", self.backend, ENV_BACKENDS)
+        if self.backend == "ray" and self.num_workers == 0:
+            raise ValueError("env.backend=ray needs env.num_workers >= 1 (or unset)")
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError("env.backend=ray needs Ray: pip install 'maniflow-rl[distributed]'")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str)
+                                             or not self.ray_address):
+            raise ValueError(f"env.ray_address must be 'auto' or 'host:port', "
+                             f"got {self.ray_address!r}")
         if not isinstance(self.camera, str) or not self.camera:
             raise ValueError(f"env.camera must be a camera name, got {self.camera!r}")
         return self

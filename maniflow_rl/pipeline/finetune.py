@@ -143,8 +143,8 @@ def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
     runner = MetaWorldEnvRunner(cfg.env.task, num_envs=num_envs, seed=seed,
                                 num_workers=cfg.env.num_workers if num_workers is None
                                 else num_workers, group_size=group_size,
-                                **env_kwargs, **({"privileged_state": True}
-                                                 if privileged_state else {}))
+                                **cfg.env.runner_kwargs(), **env_kwargs,
+                                **({"privileged_state": True} if privileged_state else {}))
     try:
         check_shape_meta_compatible(
             policy.shape_meta, runner.shape_meta, required_name="the policy",

@@ -176,7 +176,8 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> di
         policy = policy_from_checkpoint(payload, cfg.finetune_policy)
     video = run_dir / "videos" / f"{which}.mp4" if cfg.eval.video_episodes > 0 else None
     with MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
-                            num_workers=cfg.env.num_workers, **cfg.env.env_kwargs()) as runner:
+                            num_workers=cfg.env.num_workers, **cfg.env.runner_kwargs(),
+                            **cfg.env.env_kwargs()) as runner:
         result = evaluate_policy(policy, runner, cfg.eval.episodes, seed=cfg.eval.seed,
                                  video_path=video, num_video_episodes=cfg.eval.video_episodes,
                                  progress=progress)

@@ -6,6 +6,8 @@
   and steps them sequentially; the parent talks to each worker over a ``multiprocessing.Pipe``
   and sends all step commands before collecting any reply, so workers run concurrently.
   ``num_workers=0`` keeps every env in the calling process (tests, debugging).
+  ``backend="ray"`` hosts the blocks in Ray actors instead (``ray_workers.py``: local or a
+  cluster via ``ray_address``; a dead worker is restarted, its episodes truncated).
 * Auto-reset inside ``step``: an env whose episode ended (terminated or truncated) is reset at
   once; ``obs`` holds the new episode's first frame and ``final_obs`` the ended episode's last.
 * Reproducible layouts: episode ``k`` of env ``i`` is reset with a seed that depends only on
@@ -30,6 +32,7 @@ import numpy as np
 log = logging.getLogger("maniflow_rl")
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+RUNNER_BACKENDS = ("multiprocessing", "ray")
 
 
 def _stack(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -134,15 +137,22 @@ class MetaWorldEnvRunner:
         num_workers: worker processes; None = ``min(num_envs, cpu count)``; 0 = in-process.
         group_size: envs per layout group (see module docstring).
         start_method: multiprocessing start method (keep ``spawn`` when rendering).
+        backend: ``multiprocessing`` (worker processes; in-process with ``num_workers=0``) or
+            ``ray`` (Ray actors, ``num_workers >= 1``).
+        ray_address: Ray backend: None (local instance), ``auto`` or ``host:port``.
         **env_kwargs: forwarded to ``MetaWorldPointCloudEnv``.
     """
 
     def __init__(self, task: str, num_envs: int, seed: int = 0, num_workers: int | None = None,
-                 group_size: int = 1, start_method: str = "spawn", **env_kwargs: Any) -> None:
+                 group_size: int = 1, start_method: str = "spawn",
+                 backend: str = "multiprocessing", ray_address: str | None = None,
+                 **env_kwargs: Any) -> None:
         from maniflow_rl.envs.metaworld.tasks import resolve_task
 
         if num_envs < 1 or group_size < 1:
             raise ValueError("num_envs and group_size must be >= 1")
+        if backend not in RUNNER_BACKENDS:
+            raise ValueError(f"backend must be one of {RUNNER_BACKENDS}, got {backend!r}")
         self.task = resolve_task(task)
         self.num_envs, self.group_size = int(num_envs), int(group_size)
         self.env_kwargs = dict(env_kwargs)
@@ -155,8 +165,17 @@ class MetaWorldEnvRunner:
         self._procs: list[Any] = []
         self._conns: list[Any] = []
         self._local: _EnvGroup | None = None
+        self._ray = None
         self.seed(seed)
-        if self.num_workers <= 0:
+        if backend == "ray":
+            from maniflow_rl.envs.metaworld.ray_workers import RayEnvWorkers
+
+            if self.num_workers < 1:
+                raise ValueError("backend='ray' needs num_workers >= 1 (env.num_workers)")
+            self._blocks = np.array_split(np.arange(self.num_envs), self.num_workers)
+            self._ray = RayEnvWorkers(self.task, self.env_kwargs,
+                                      [len(b) for b in self._blocks], ray_address)
+        elif self.num_workers <= 0:
             self._blocks = [np.arange(self.num_envs)]
             self._local = _EnvGroup(self.task, self.env_kwargs, self.num_envs)
         else:
@@ -241,6 +260,8 @@ class MetaWorldEnvRunner:
         self._closed = True
         if self._local is not None:
             self._local.close()
+        if self._ray is not None:
+            self._ray.close()
         for conn in self._conns:
             try:
                 conn.send(("close", None))
@@ -327,12 +348,16 @@ class MetaWorldEnvRunner:
             raise self._worker_died(k) from exc
 
     def _call(self, k: int, command: str, args: tuple) -> Any:
+        if self._ray is not None:
+            return self._ray.call(k, command, args)
         if self._local is not None:
             return getattr(self._local, command)(*args)
         self._send(k, (command, args))
         return self._receive(k)
 
     def _call_all(self, command: str, args: Sequence[tuple]) -> list[Any]:
+        if self._ray is not None:
+            return self._ray.call_all(command, args)
         if self._local is not None:
             return [getattr(self._local, command)(*args[0])]
         for k, a in enumerate(args):

@@ -1,0 +1,117 @@
+"""``env.backend=ray``: Ray actors step the same envs as the multiprocessing workers (same
+seeds, same observations), a killed worker is restarted with its episodes truncated, and a
+wrong Ray address fails at once. Skipped when Ray or MetaWorld is not installed."""
+
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from maniflow_rl.envs.metaworld.ray_workers import (address_host_port,  # noqa: E402
+                                                    check_reachable, forwarded_env_vars)
+
+GEO = dict(point_cloud_source="geometry", num_points=64, max_episode_steps=3)
+
+
+def test_address_parsing_and_env_vars():
+    assert address_host_port(None) is None and address_host_port("auto") is None
+    assert address_host_port("10.0.0.2:6379") == ("10.0.0.2", 6379)
+    assert address_host_port("ray://head:10001") == ("head", 10001)
+    with pytest.raises(ValueError, match="env.ray_address must be"):
+        address_host_port("head")
+    env = forwarded_env_vars({"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "2", "HOME": "/root"})
+    assert env == {"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "1"}
+
+
+def test_unreachable_address_fails_fast():
+    start = time.time()
+    with pytest.raises(ConnectionError, match="no Ray cluster reachable"):
+        check_reachable("127.0.0.1:1")
+    assert time.time() - start < 5
+
+
+def test_ray_address_auto_without_cluster_fails_fast():
+    pytest.importorskip("ray")
+    code = ("from maniflow_rl.envs.metaworld.ray_workers import connect\n"
+            "connect('auto', 1)")
+    start = time.time()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "RAY_ADDRESS": ""})
+    assert done.returncode != 0 and "no Ray cluster reachable" in done.stderr
+    assert time.time() - start < 30
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("metaworld")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"env_vars": forwarded_env_vars()})
+    yield ray
+    ray.shutdown()
+
+
+def _runner(backend, **kwargs):
+    from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner
+
+    return MetaWorldEnvRunner("reach-v3", num_envs=2, seed=5, num_workers=2, backend=backend,
+                              **GEO, **kwargs)
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_ray_backend_matches_multiprocessing(local_ray):
+    """Same seeds -> same first observations, steps, auto-resets and final_obs."""
+    rng = np.random.default_rng(0)
+    with _runner("ray") as ray_runner, _runner("multiprocessing") as mp_runner:
+        _assert_same(ray_runner.reset(), mp_runner.reset())
+        for _ in range(4):   # crosses the 3-step time limit: auto-reset + final_obs
+            actions = rng.uniform(-1, 1, size=(2, 4)).astype(np.float32)
+            a, b = ray_runner.step(actions), mp_runner.step(actions)
+            _assert_same(a["obs"], b["obs"])
+            for key in ("rewards", "dones", "truncated", "success"):
+                np.testing.assert_array_equal(a[key], b[key])
+            if a["dones"].any():
+                _assert_same(a["final_obs"], b["final_obs"])
+        assert a is not None and ray_runner.shape_meta == mp_runner.shape_meta
+
+
+def test_dead_worker_is_restarted_and_its_episode_truncated(local_ray):
+    from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv
+
+    actions = np.zeros((2, 4), np.float32)
+    with _runner("ray") as runner:
+        runner.reset()
+        before = runner.step(actions)["obs"]
+        local_ray.kill(runner._ray.actors[1])
+        out = runner.step(actions)
+        assert out["truncated"].tolist() == [False, True] and out["dones"].tolist() == [False, True]
+        assert out["rewards"][1] == 0 and runner._ray.restarts == 1
+        for key in before:   # the ended episode's last frame; env 1 is on its next layout
+            np.testing.assert_array_equal(out["final_obs"][key][1], before[key][1])
+        ref = MetaWorldPointCloudEnv("reach-v3", **GEO)
+        ref_obs, _ = ref.reset(seed=int(runner.current_episode_seeds[1]))
+        _assert_same({k: v[1] for k, v in out["obs"].items()}, ref_obs)
+        after = runner.step(actions)   # the new worker keeps stepping its new episode
+        assert not after["dones"][1] and runner._ray.restarts == 1
+
+
+def test_env_config_backend_checks():
+    from maniflow_rl.config.sections import EnvConfig
+
+    with pytest.raises(ValueError, match="env.backend must be one of"):
+        EnvConfig(backend="dask").validate()
+    with pytest.raises(ValueError, match="env.backend=ray needs env.num_workers >= 1"):
+        EnvConfig(backend="ray", num_workers=0).validate()
+    assert EnvConfig(backend="ray", ray_address="auto").runner_kwargs() == \
+        {"backend": "ray", "ray_address": "auto"}
