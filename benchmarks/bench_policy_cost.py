@@ -12,6 +12,9 @@ machine is shared, so the minimum is the stable number; medians are saved too), 
 Goal: ppo_update / imitation_step <= 1.5 for flow_sde and <= K for flow_noise.
 
     python benchmarks/bench_policy_cost.py [--batch 64] [--repeats 5] [--out PATH]
+        [--model-size cpu|paper] [--device cpu|cuda] [--autocast none|bf16]
+
+On CUDA the timings synchronise the device (benchmarks/gpu_check.sh runs the ``paper`` size).
 """
 
 from __future__ import annotations
@@ -26,11 +29,19 @@ from pathlib import Path
 import torch
 
 from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
+from maniflow_rl.rl.ppo_helpers import policy_autocast
 
 SHAPE_META = {"obs": {"point_cloud": {"shape": [512, 3], "type": "point_cloud"},
                       "agent_pos": {"shape": [9], "type": "low_dim"}},
               "action": {"shape": [4]}}
 DEFAULT_OUT = Path(__file__).parent / "results" / "policy_cost.json"
+
+
+def _synced(fn, device: torch.device):
+    """``fn`` followed by a CUDA synchronisation (kernels finish inside the timing)."""
+    if device.type != "cuda":
+        return fn
+    return lambda: (fn(), torch.cuda.synchronize(device))
 
 
 def time_round_robin(fns: dict, warmup: int, repeats: int) -> dict[str, dict[str, float]]:
@@ -51,18 +62,22 @@ def time_round_robin(fns: dict, warmup: int, repeats: int) -> dict[str, dict[str
     return {name: {"min": min(t), "median": statistics.median(t)} for name, t in times.items()}
 
 
-def make_batch(policy: ManiFlowPointcloudRLPolicy, batch: int) -> dict:
+def make_batch(policy: ManiFlowPointcloudRLPolicy, batch: int,
+               device: torch.device = torch.device("cpu")) -> dict:
     g = torch.Generator().manual_seed(0)
-    obs = {k: torch.randn(batch, policy.n_obs_steps, *spec["shape"], generator=g)
+    obs = {k: torch.randn(batch, policy.n_obs_steps, *spec["shape"], generator=g).to(device)
            for k, spec in SHAPE_META["obs"].items()}
     action = torch.rand(batch, policy.horizon, policy.action_dim, generator=g) * 2 - 1
-    return {"obs": obs, "action": action}
+    return {"obs": obs, "action": action.to(device)}
 
 
-def bench_method(noise_method: str, batch: int, warmup: int, repeats: int) -> dict:
+def bench_method(noise_method: str, batch: int, warmup: int, repeats: int,
+                 model_size: str = "cpu", device: torch.device = torch.device("cpu"),
+                 autocast: str = "none") -> dict:
     torch.manual_seed(0)
-    policy = ManiFlowPointcloudRLPolicy(SHAPE_META, noise_method=noise_method, model_size="cpu")
-    data = make_batch(policy, batch)
+    policy = ManiFlowPointcloudRLPolicy(SHAPE_META, noise_method=noise_method,
+                                        model_size=model_size).to(device)
+    data = make_batch(policy, batch, device)
     rollout = policy.sample_actions(data["obs"])
     recorded = {"observation": data["obs"], "chains": rollout["chains"],
                 "denoise_inds": rollout["denoise_inds"]}
@@ -79,12 +94,12 @@ def bench_method(noise_method: str, batch: int, warmup: int, repeats: int) -> di
         policy.zero_grad(set_to_none=True)
         loss.backward()
 
-    timed = time_round_robin({
-        "rollout": lambda: policy.sample_actions(data["obs"]),
-        "encode_obs": lambda: _no_grad(policy.encode_obs, data["obs"]),
-        "ppo_update": ppo_update,
-        "imitation_step": imitation_step,
-    }, warmup, repeats)
+    fns = {"rollout": lambda: policy.sample_actions(data["obs"]),
+           "encode_obs": lambda: _no_grad(policy.encode_obs, data["obs"]),
+           "ppo_update": ppo_update, "imitation_step": imitation_step}
+    with policy_autocast(autocast, device):
+        timed = time_round_robin({k: _synced(fn, device) for k, fn in fns.items()},
+                                 warmup, repeats)
     times = {name: t["min"] for name, t in timed.items()}
     k_steps = policy.num_inference_steps
     goal = 1.5 if noise_method == "flow_sde" else float(k_steps)
@@ -110,14 +125,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--model-size", default="cpu", choices=["cpu", "paper"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--autocast", default="none", choices=["none", "bf16"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
 
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                           "torch": torch.__version__, "threads": args.threads},
-               "shape_meta": SHAPE_META, "model_size": "cpu", "batch": args.batch,
+                           "torch": torch.__version__, "threads": args.threads, "gpu": gpu},
+               "shape_meta": SHAPE_META, "model_size": args.model_size, "batch": args.batch,
+               "device": str(device), "autocast": args.autocast,
                "warmup": args.warmup, "repeats": args.repeats,
-               "methods": {m: bench_method(m, args.batch, args.warmup, args.repeats)
+               "methods": {m: bench_method(m, args.batch, args.warmup, args.repeats,
+                                           args.model_size, device, args.autocast)
                            for m in ("flow_sde", "flow_noise")}}
     for method, r in results["methods"].items():
         ms = r["per_sample_ms"]

@@ -28,6 +28,7 @@ from maniflow_rl.rl.env_input_guard import (DEFAULT_MAX_ABS_ENV_VALUE, NONFINITE
 
 LOGPROB_LEVELS = ("chunk", "action", "dim")
 LR_SCHEDULES = ("constant", "linear", "cosine")
+AUTOCAST_MODES = ("none", "bf16")
 VALUE_LOSS_TYPES = ("mse", "huber")
 
 
@@ -77,6 +78,8 @@ class PPOConfig:
     # --- run ---
     seed: int = 0
     device: str = "cpu"
+    autocast: str = "none"   # "bf16": policy networks under bf16 autocast (rollout and update;
+    #                          log-probs stay float32); meant for CUDA, off by default
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "PPOConfig":
@@ -110,6 +113,9 @@ class PPOConfig:
         if self.logprob_level not in LOGPROB_LEVELS:
             raise ValueError(f"PPOConfig.logprob_level must be one of {LOGPROB_LEVELS}, "
                              f"got {self.logprob_level!r}")
+        if self.autocast not in AUTOCAST_MODES:
+            raise ValueError(f"PPOConfig.autocast must be one of {AUTOCAST_MODES}, "
+                             f"got {self.autocast!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"PPOConfig.lr_schedule must be one of {LR_SCHEDULES}, "
                              f"got {self.lr_schedule!r}")

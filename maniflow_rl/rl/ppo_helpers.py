@@ -26,6 +26,13 @@ def split_actor_critic_parameters(policy: torch.nn.Module):
     return actor, critic
 
 
+def policy_autocast(mode: str, device: torch.device) -> torch.autocast:
+    """The autocast context of ``PPOConfig.autocast`` (``bf16``: the policy networks in
+    bfloat16 on ``device``; ``none``: disabled, a no-op)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=mode == "bf16")
+
+
 def make_optimizer(actor_params, critic_params, config) -> torch.optim.AdamW:
     """AdamW with an ``actor`` and (if any) a ``critic`` group at their learning rates; each
     group remembers its ``initial_lr`` for the LR schedule."""
@@ -108,6 +115,16 @@ def skipped_updates_message(consecutive: int, iteration: int, last_checkpoint) -
             f"were skipped because the loss or gradient was not finite (NaN / inf); {kept}. "
             f"Check the envs' rewards and observations and the learning rates "
             f"(PPOConfig.max_consecutive_skipped_updates sets this limit)")
+
+
+def check_env_count(env_runner, num_envs: int, world_size: int) -> None:
+    """The runner holds this rank's share of ``PPOConfig.num_envs`` (all of them in one
+    process, ``num_envs / world_size`` under torchrun)."""
+    local = num_envs // world_size
+    if getattr(env_runner, "num_envs", local) != local:
+        share = f" / world size {world_size} = {local} per rank" if world_size > 1 else ""
+        raise ValueError(f"env_runner has {env_runner.num_envs} envs but "
+                         f"PPOConfig.num_envs={num_envs}{share}")
 
 
 def check_grpo_setup(env_runner, config, group_size: int, local_num_envs: int,

@@ -43,10 +43,12 @@ from maniflow_rl.rl.ppo_helpers import (  # noqa: F401  (re-exported: public nam
     CONSOLE_KEYS,
     CRITIC_NAME_MARKERS,
     NonFiniteTrainingError,
+    check_env_count,
     check_grpo_setup,
     denoising_step_diagnostics,
     lr_multiplier,
     make_optimizer,
+    policy_autocast,
     rank_state_of,
     rollout_metrics,
     skipped_updates_message,
@@ -96,11 +98,7 @@ class ManiFlowPPOTrainer:
         self.policy = policy.to(self.device)
         self.env_runner = env_runner
         self.eval_env_runner = eval_env_runner
-        if getattr(env_runner, "num_envs", self.local_num_envs) != self.local_num_envs:
-            share = (f" / world size {self.dist.world_size} = {self.local_num_envs} per rank"
-                     if self.dist.enabled else "")
-            raise ValueError(f"env_runner has {env_runner.num_envs} envs but "
-                             f"PPOConfig.num_envs={self.config.num_envs}{share}")
+        check_env_count(env_runner, self.config.num_envs, self.dist.world_size)
         if collector_config is None:
             collector_config = CollectorConfig(action_chunk_size=policy.n_action_steps,
                                                obs_chunk_size=policy.n_obs_steps)
@@ -189,20 +187,22 @@ class ManiFlowPPOTrainer:
                                        self.advantage_config.group_size)  # global env order
             self.env_runner.seed(seeds[dp.rank_env_slice(cfg.num_envs, self.dist.rank,
                                                          self.dist.world_size)])
-        batch, stats = self.collector.collect(cfg.num_steps_per_rollout,
-                                              fresh_episodes=self.fresh_episode_rollouts)
+        with policy_autocast(cfg.autocast, self.device):
+            batch, stats = self.collector.collect(cfg.num_steps_per_rollout,
+                                                  fresh_episodes=self.fresh_episode_rollouts)
         t_rollout = time.perf_counter() - t0
         batch = self.advantage_calculator.calculate(batch)
         t1 = time.perf_counter()
         self.policy.train()
         critic_only = self.iteration < cfg.critic_warmup_iterations
-        update_metrics = ppo_update(self.policy, self.optimizer, batch, cfg,
-                                    generator=self._generator, critic_only=critic_only,
-                                    actor_params=self.actor_params,
-                                    critic_params=self.critic_params,
-                                    bc_loss_fn=None if self.demo_regularizer is None else
-                                    lambda: self.demo_regularizer.loss(self.policy),
-                                    sync=self.grad_sync)
+        bc = None if self.demo_regularizer is None else \
+            (lambda: self.demo_regularizer.loss(self.policy))
+        with policy_autocast(cfg.autocast, self.device):
+            update_metrics = ppo_update(self.policy, self.optimizer, batch, cfg,
+                                        generator=self._generator, critic_only=critic_only,
+                                        actor_params=self.actor_params,
+                                        critic_params=self.critic_params, bc_loss_fn=bc,
+                                        sync=self.grad_sync)
         t_update = time.perf_counter() - t1
         env_steps = int(stats.get("env_steps",
                                   self.env_steps_per_iteration // self.dist.world_size))

@@ -182,7 +182,7 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         t = self._step_times(steps)
         if self.noise_method == "flow_sde":
             return flow_sde_transition(x, v, t, dt, self.flow_sde_noise_level(steps))
-        std = flow_noise_std(self.noise_head(features), self.config.sigma_min,
+        std = flow_noise_std(self.noise_head(features).float(), self.config.sigma_min,
                              self.config.sigma_max)
         return euler_step(x, v, dt), std
 
@@ -225,7 +225,7 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         num_stochastic = torch.zeros(batch, device=self.device)
         for k in range(k_steps):
             steps = torch.full((batch,), k, device=self.device)
-            v, features = self.model(x, self._step_times(steps), dt, context)
+            v, features = _as_float32(*self.model(x, self._step_times(steps), dt, context))
             x_next = euler_step(x, v, dt)
             is_stochastic = (denoise_inds == k).any(1)
             if is_stochastic.any():
@@ -305,7 +305,8 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         x_k = _gather_steps(chains, steps).flatten(0, 1)                    # [B*S, H, Da]
         x_next = _gather_steps(chains, steps + 1).flatten(0, 1)
         flat_steps = steps.flatten()
-        v, features = self.model(x_k, self._step_times(flat_steps), 1.0 / k_steps, context)
+        v, features = _as_float32(*self.model(x_k, self._step_times(flat_steps), 1.0 / k_steps,
+                                              context))
         mu, std = self._transition(x_k, flat_steps, v, features)             # context repeated
         chunk = self.executed_slice
         logprobs = gaussian_log_prob(x_next, mu, std)[:, chunk]
@@ -333,7 +334,7 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
             if actor_pooled is None:
                 actor_pooled = self.obs_encoder(obs_n)[1]
             features = actor_pooled.detach()
-        return self.value_head(features).squeeze(-1)
+        return self.value_head(features).squeeze(-1).float()
 
     def compute_loss(self, batch: Mapping[str, Any],
                      teacher: "ManiFlowPointcloudRLPolicy | None" = None,
@@ -370,3 +371,9 @@ def _gather_steps(chains: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """``chains [B, K+1, H, Da]``, ``steps [B, S]`` -> ``chains[b, steps[b, s]]`` ``[B, S, H, Da]``."""
     index = steps[:, :, None, None].expand(-1, -1, *chains.shape[2:])
     return torch.gather(chains, 1, index)
+
+
+def _as_float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Network outputs as float32 (a no-op without autocast): under bf16 autocast
+    (``PPOConfig.autocast``) the transition means, stds and Gaussian log-probs stay float32."""
+    return tuple(t.float() for t in tensors)
