@@ -92,11 +92,14 @@ def bench_env(task: str, steps: int, source: str, size: int, num_points: int) ->
 
 
 def bench_runner(task: str, steps: int, num_envs: int, workers: int, size: int,
-                 num_points: int) -> float:
+                 num_points: int, **runner_kwargs) -> float:
+    """Total env steps/s of a ``MetaWorldEnvRunner`` (``runner_kwargs``: e.g. ``backend``,
+    ``point_cloud_source``), timed after the workers are up and one step is done."""
     from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner
 
     with MetaWorldEnvRunner(task, num_envs=num_envs, seed=0, num_workers=workers,
-                            camera_size=size, num_points=num_points) as runner:
+                            camera_size=size, num_points=num_points,
+                            **runner_kwargs) as runner:
         runner.reset()
         rng = np.random.default_rng(0)
         runner.step(rng.uniform(-1, 1, (num_envs, 4)))

@@ -128,16 +128,21 @@ class RayEnvWorkers:
         """Submit ``command`` to every block first (they run concurrently), then collect;
         a dead actor is replaced (:meth:`_recover`)."""
         refs = [getattr(self.actors[k], command).remote(*a) for k, a in zip(blocks, args)]
-        results = []
-        for k, a, ref in zip(blocks, args, refs):
-            try:
-                result = self.ray.get(ref)
-            except self.ray.exceptions.RayActorError as exc:
-                result = self._recover(k, command, a, exc)
-            if command in ("reset", "step"):   # kept for a truncation after a death
+        try:
+            results = self.ray.get(refs)   # one round trip when every worker is alive
+        except self.ray.exceptions.RayActorError:
+            results = [self._get_or_recover(k, command, a, ref)
+                       for k, a, ref in zip(blocks, args, refs)]
+        if command in ("reset", "step"):   # kept for a truncation after a death
+            for k, result in zip(blocks, results):
                 self._last_obs[k] = result["obs"] if command == "step" else result
-            results.append(result)
         return results
+
+    def _get_or_recover(self, k: int, command: str, args: tuple, ref) -> Any:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:
+            return self._recover(k, command, args, exc)
 
     def _recover(self, k: int, command: str, args: tuple, exc: Exception) -> Any:
         """Replace actor ``k``. A ``step`` returns its envs' new episodes, the old ones
