@@ -85,6 +85,8 @@ def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from maniflow_rl.utils.distributed import shutdown_distributed
+
     args = parse_command_line(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args._run(args)
+        shutdown_distributed()   # torchrun: all ranks leave together
     except EXPECTED_ERRORS as exc:
         if args.verbose:
             raise  # full traceback with -v

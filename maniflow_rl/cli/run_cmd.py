@@ -9,6 +9,7 @@ import sys
 
 from maniflow_rl.config import RunConfig, load_config, resolve_preset
 from maniflow_rl.pipeline.run import STAGES, run_pipeline
+from maniflow_rl.utils.distributed import current_info
 
 DEFAULT_PRESET = "default"
 
@@ -57,7 +58,7 @@ def run_run(args) -> int:
             shlex.quote(a) for a in (args.overrides or []))
     report = run_pipeline(cfg, command=command, progress=not args.no_progress,
                           stop_after=args.stop_after)
-    if "success_before" in report:
+    if "success_before" in report and current_info().is_main:   # torchrun: rank 0 reports
         print(f"\n{report['task']}: success {report['success_before']:.1%} -> "
               f"{report['success_after']:.1%} ({report['success_gain'] * 100:+.1f} points), "
               f"report: {cfg.resolved_run_dir() / 'report.md'}")

@@ -241,6 +241,16 @@ def wait_for_main() -> None:
         dist.barrier(group=_WAIT_GROUP)
 
 
+def shutdown_distributed() -> None:
+    """Leave the job cleanly after a successful command: wait for every rank, then destroy
+    the process group (exiting with it alive can abort a rank whose peer left first)."""
+    global _WAIT_GROUP
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(group=_WAIT_GROUP)
+        dist.destroy_process_group()
+        _WAIT_GROUP = None
+
+
 def broadcast_module_state(module: torch.nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers to every rank (start from equal weights)."""
     if not current_info().enabled:
