@@ -122,3 +122,36 @@ def test_replay_demo_ratio_ring_overwrite_and_resume(tmp_path):
         assert torch.equal(again[key], other[key])
     with pytest.raises(ValueError, match="shape"):
         buffer.add({**_batch(2, 0.0), "features": np.zeros((2, 5), np.float32)})
+
+
+def test_actor_penalty_prior_kl_is_log_pi_minus_standard_normal_log_density():
+    from maniflow_rl.rl.dsrl.losses import actor_penalty
+
+    noise, log_prob = torch.randn(5, 6), torch.randn(5)
+    reference = log_prob - Normal(0.0, 1.0).log_prob(noise).sum(-1)
+    assert torch.allclose(actor_penalty(log_prob, noise, "prior_kl"), reference, atol=1e-6)
+    assert torch.equal(actor_penalty(log_prob, noise, "entropy"), log_prob)
+
+
+@pytest.mark.parametrize("regularizer, variance_range", [
+    ("entropy", (0.68, 0.80)),    # max entropy on [-1.5, 1.5]: uniform, variance 0.75
+    ("prior_kl", (0.45, 0.65)),   # closest to N(0, 1) on [-1.5, 1.5]: truncated normal, 0.55
+])
+def test_with_a_flat_q_the_actor_goes_to_its_regularizer_optimum(regularizer, variance_range):
+    from maniflow_rl.rl.dsrl.losses import actor_penalty
+
+    torch.manual_seed(0)
+    actor = LatentActor(feature_dim=3, noise_dim=4, hidden_dims=(16,), noise_bound=1.5)
+    optimizer = torch.optim.Adam(actor.parameters(), lr=3e-3)
+    features = torch.ones(512, 3)
+    for _ in range(600):   # Q = 0: the loss is alpha * penalty alone
+        noise, log_prob = actor.sample(features)
+        loss = actor_penalty(log_prob, noise, regularizer).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        samples = actor.sample(torch.ones(20000, 3))[0]
+    low, high = variance_range
+    assert low < samples.var().item() < high
+    assert abs(samples.mean().item()) < 0.05

@@ -215,3 +215,23 @@ def test_resume_truncates_metrics_written_after_the_checkpoint(tmp_path):
     resumed.train(num_vector_steps=5, progress=False)
     steps = [json.loads(line)["global_step"] for line in metrics.read_text().splitlines()]
     assert steps == sorted(steps) and len(steps) == len(set(steps))   # no step twice
+
+
+def test_sampled_evaluation_draws_from_the_actor_and_predict_action_stays_deterministic(tmp_path):
+    trainer = _trainer(tmp_path, eval_noise="sample")
+    obs = {"agent_pos": torch.rand(3, 1, 4)}
+    context, features = trainer.steered.features(obs)
+    draw = trainer.actor.sample(features, torch.Generator().manual_seed(7))[0]
+    expected = trainer.policy.actions_from_noise(context, draw.view(3, 4, 2))["action"]
+    got = trainer.steered.predict_action(obs, torch.Generator().manual_seed(7))["action"]
+    assert torch.allclose(got, expected)
+    other = trainer.steered.predict_action(obs, torch.Generator().manual_seed(8))["action"]
+    assert not torch.allclose(got, other)
+    # the trainer's predict_action is the mean noise whatever the evaluation mode
+    mean = trainer.policy.actions_from_noise(
+        context, trainer.actor.mean_noise(features).view(3, 4, 2))["action"]
+    assert torch.allclose(trainer.predict_action(obs)["action"], mean)
+    with pytest.raises(ValueError, match="eval_noise"):
+        DSRLConfig(eval_noise="median").validate()
+    with pytest.raises(ValueError, match="auto_alpha"):
+        DSRLConfig(actor_regularizer="prior_kl", auto_alpha=True).validate()

@@ -45,6 +45,8 @@ class DSRLConfig:
                                         # entropy of w sums H * Da dims (64 on MetaWorld), Q of
                                         # a 0/1 reward is <= 1: alpha * dim(w) << 1
     auto_alpha: bool = False
+    actor_regularizer: str = "entropy"  # "entropy" (SAC) | "prior_kl": alpha KL(pi || N(0, I))
+    eval_noise: str = "mean"            # evaluation: the actor's "mean" noise or a "sample"
     backup_entropy: bool = False        # -alpha log pi in the TD target (off: with a 0/1
                                         # reward the entropy of 64-dim noise inflates Q)
     target_entropy: float | None = 0.0  # with auto_alpha; None = -dim(w)
@@ -101,6 +103,15 @@ class DSRLConfig:
                              f"{self.tau}")
         if not (self.utd_ratio > 0 and self.noise_bound > 0 and self.alpha >= 0):
             raise ValueError("utd_ratio and noise_bound must be > 0 and alpha >= 0")
+        if self.actor_regularizer not in ("entropy", "prior_kl"):
+            raise ValueError(f"DSRLConfig.actor_regularizer must be 'entropy' or 'prior_kl', "
+                             f"got {self.actor_regularizer!r}")
+        if self.actor_regularizer == "prior_kl" and self.auto_alpha:
+            raise ValueError("DSRLConfig.auto_alpha tunes alpha to a target entropy; it does not "
+                             "apply to actor_regularizer='prior_kl' (set a fixed alpha)")
+        if self.eval_noise not in ("mean", "sample"):
+            raise ValueError(f"DSRLConfig.eval_noise must be 'mean' or 'sample', "
+                             f"got {self.eval_noise!r}")
         if not 0.0 <= self.actor_alias_fraction <= 1.0:
             raise ValueError(f"DSRLConfig.actor_alias_fraction must be in [0, 1], "
                              f"got {self.actor_alias_fraction}")

@@ -15,6 +15,9 @@ limit is not terminal: it bootstraps)::
     L_critic   = sum_e mean_B (Q_e(s, x) - y)^2        x = w (SAC) or the chunk a (NA: Q^A)
     L_distill  = sum_e mean_B (Q^W_e(s, w_j) - mean_e' Q^A_e'(s, f(s, w_j)))^2,  w_j ~ N(0, I)
     L_actor    = mean_B [ alpha log pi(w~ | s) - min_e Q_e(s, w~) ],  w~ ~ pi(s) (reparametrized)
+                 prior_kl regularizer: log pi(w~ | s) - log N(w~; 0, I) in place of log pi (a
+                 one-sample estimate of KL(pi(. | s) || N(0, I)): the actor stays at the
+                 imitation policy's noise distribution unless Q pays for leaving it)
     L_alpha    = -mean_B [ log alpha * (log pi(w~ | s) + H_target) ]
 """
 
@@ -35,6 +38,19 @@ def tanh_gaussian_log_prob(u: Tensor, mean: Tensor, log_std: Tensor, bound: floa
     gaussian = -0.5 * ((u - mean) / log_std.exp()).square() - log_std - 0.5 * LOG_2PI
     log_det = math.log(bound) + 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
     return (gaussian - log_det).sum(-1)
+
+
+def standard_normal_log_prob(w: Tensor) -> Tensor:
+    """``log N(w; 0, I)`` summed over the last dim, ``[B]``."""
+    return (-0.5 * w.square() - 0.5 * LOG_2PI).sum(-1)
+
+
+def actor_penalty(log_prob: Tensor, noise: Tensor, regularizer: str) -> Tensor:
+    """What alpha multiplies in ``L_actor``: ``log pi(w|s)`` (``"entropy"``) or
+    ``log pi(w|s) - log N(w; 0, I)`` (``"prior_kl"``); ``[B]``."""
+    if regularizer == "prior_kl":
+        return log_prob - standard_normal_log_prob(noise)
+    return log_prob
 
 
 def td_target(rewards: Tensor, discounts: Tensor, terminated: Tensor, next_q: Tensor,

@@ -17,11 +17,16 @@ from maniflow_rl.rl.dsrl.networks import LatentActor
 
 
 class LatentSteeredPolicy(nn.Module):
-    """``predict_action(obs)``: the actor's mean noise ``w(s)`` through the frozen policy."""
+    """``predict_action(obs)``: the actor's noise ``w(s)`` through the frozen policy: its mean
+    (``eval_noise="mean"``, deterministic) or a draw ``w ~ pi(. | s)`` (``"sample"``, seeded by
+    the caller's ``generator`` / torch RNG, like the imitation policy's ``N(0, I)`` draws)."""
 
     def __init__(self, policy: nn.Module, hidden_dims: tuple = (256, 256, 256),
-                 noise_bound: float = 1.5):
+                 noise_bound: float = 1.5, eval_noise: str = "mean"):
         super().__init__()
+        if eval_noise not in ("mean", "sample"):
+            raise ValueError(f"eval_noise must be 'mean' or 'sample', got {eval_noise!r}")
+        self.eval_noise = eval_noise
         self.policy = policy
         self.shape_meta = policy.shape_meta
         self.horizon, self.action_dim = policy.horizon, policy.action_dim
@@ -54,13 +59,17 @@ class LatentSteeredPolicy(nn.Module):
         return self.policy.actions_from_noise(context, shaped)["action"]
 
     @torch.no_grad()
-    def predict_action(self, obs: Mapping[str, Any], generator: torch.Generator | None = None
-                       ) -> dict[str, torch.Tensor]:
-        """Deterministic: ``w = noise_bound * tanh(mu(s))``; ``policy.predict_action``'s
-        signature and outputs."""
+    def predict_action(self, obs: Mapping[str, Any], generator: torch.Generator | None = None,
+                       deterministic: bool | None = None) -> dict[str, torch.Tensor]:
+        """``w = noise_bound * tanh(mu(s))`` (deterministic; the default unless
+        ``eval_noise="sample"``) or ``w ~ pi(. | s)``; ``policy.predict_action``'s outputs."""
         context, features = self.features(obs)
-        noise = self.actor.mean_noise(features).reshape(-1, self.horizon, self.action_dim)
-        return self.policy.actions_from_noise(context, noise)
+        if deterministic is None:
+            deterministic = self.eval_noise == "mean"
+        noise = (self.actor.mean_noise(features) if deterministic
+                 else self.actor.sample(features, generator)[0])
+        return self.policy.actions_from_noise(
+            context, noise.reshape(-1, self.horizon, self.action_dim))
 
     def normalized_chunk(self, actions: torch.Tensor) -> torch.Tensor:
         """Executed chunk ``[B, Ca, Da]`` in the policy's normalized action space, flattened."""
@@ -76,6 +85,7 @@ def steered_policy_from_checkpoint(payload: Mapping[str, Any]) -> LatentSteeredP
                                                     payload["policy_config"])
     policy.load_state_dict(payload["policy_state_dict"])
     config = DSRLConfig(**payload["dsrl_config"])
-    steered = LatentSteeredPolicy(policy, config.hidden_dims, config.noise_bound)
+    steered = LatentSteeredPolicy(policy, config.hidden_dims, config.noise_bound,
+                                  payload["dsrl_config"].get("eval_noise", "mean"))
     steered.actor.load_state_dict(payload["modules"]["actor"])
     return steered.eval()

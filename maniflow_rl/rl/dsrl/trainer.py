@@ -73,7 +73,8 @@ class ManiFlowDSRLTrainer:
         self.collector = ManiFlowRolloutCollector(
             policy, env_runner, device=self.device, nonfinite_policy=cfg.nonfinite_policy,
             max_abs_env_value=cfg.max_abs_env_value, extra_obs_keys=cfg.critic_obs_keys)
-        self.steered = LatentSteeredPolicy(policy, cfg.hidden_dims, cfg.noise_bound).to(
+        self.steered = LatentSteeredPolicy(policy, cfg.hidden_dims, cfg.noise_bound,
+                                           cfg.eval_noise).to(
             self.device).eval()
         self.actor = self.steered.actor
         self.actor_dim = self.steered.feature_dim
@@ -130,7 +131,7 @@ class ManiFlowDSRLTrainer:
 
     def predict_action(self, obs, generator: torch.Generator | None = None):
         """The deterministic action chunk (the actor's mean noise through the frozen policy)."""
-        return self.steered.predict_action(obs, generator)
+        return self.steered.predict_action(obs, generator, deterministic=True)
 
     # ------------------------------------------------------------------ data
     def _privileged_dim(self) -> int:
@@ -372,7 +373,8 @@ class ManiFlowDSRLTrainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
-        """Deterministic evaluation: the actor's mean noise through the frozen policy."""
+        """Seeded evaluation of the steered policy (``eval_noise``: the actor's mean noise, or
+        draws from it) through the frozen policy."""
         num_episodes = num_episodes or self.config.eval_episodes
         runner = self.eval_env_runner or self.env_runner
         if self.eval_fn is not None:

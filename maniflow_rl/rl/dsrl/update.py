@@ -67,10 +67,13 @@ def dsrl_gradient_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, flo
             taken.append(finite_step(opt["noise_critic"], distill_loss))
         metrics["distill_loss"] = distill_loss.item() if cfg.distill_steps else 0.0
 
-    # --- actor: max_w min_e Q^W(s, w) - alpha log pi(w | s) ----------------------------------
+    # --- actor: max_w min_e Q^W(s, w) - alpha log pi(w | s) [+ alpha log N(w; 0, I)] ---------
     noise, log_prob = actor.sample(trainer.actor_input(features), trainer._generator)
     q_actor = noise_critic(features, noise)
-    actor_loss = losses.actor_loss(q_actor, log_prob, alpha)
+    penalty = losses.actor_penalty(log_prob, noise, cfg.actor_regularizer)
+    actor_loss = losses.actor_loss(q_actor, penalty, alpha)
+    if cfg.actor_regularizer == "prior_kl":
+        metrics["prior_kl"] = penalty.detach().mean().item()
     taken.append(finite_step(opt["actor"], actor_loss))
     metrics.update(actor_loss=actor_loss.item(), entropy=-log_prob.detach().mean().item(),
                    q_actor=q_actor.detach().min(0).values.mean().item())
