@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,13 +81,20 @@ def test_update_on_two_ranks_equals_one_process(tmp_path):
         torch.testing.assert_close(ranks[0][key], value, atol=2e-5, rtol=1e-4, msg=key)
 
 
-@pytest.mark.skipif(shutil.which("maniflow-rl") is None, reason="console script not installed")
+def _console_script() -> str | None:
+    """The ``maniflow-rl`` Python script pip installed beside this interpreter (a pyenv / conda
+    shim on PATH is a shell script that torchrun cannot run)."""
+    beside = Path(sys.executable).parent / "maniflow-rl"
+    return str(beside) if beside.is_file() else shutil.which("maniflow-rl")
+
+
+@pytest.mark.skipif(_console_script() is None, reason="console script not installed")
 def test_torchrun_dummy_cli(tmp_path):
     """``torchrun --nproc_per_node=2 maniflow-rl dummy``: one report line, one metrics row per
     iteration, one checkpoint, and the envs split over the ranks."""
     out = tmp_path / "dummy"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", shutil.which("maniflow-rl"), "dummy", "--iterations", "2",
+               "--nproc_per_node=2", _console_script(), "dummy", "--iterations", "2",
                "--out", str(out), "--no-progress", "ppo.num_envs=4", "ppo.num_steps_per_rollout=2",
                "ppo.batch_size=8", "ppo.save_interval=2", "ppo.update_epochs=1",
                *[f"policy.{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY_POLICY.items()
