@@ -1,7 +1,7 @@
 """The run report: ``report.json``, ``report.md`` and ``learning_curve.png``.
 
 Success before and after RL come from the same evaluation protocol (same seeds, same episode
-count, deterministic sampling), each with a 95 % Wilson confidence interval.
+count, seeded noise draws), each with a 95 % Wilson confidence interval.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
         f"{after['mean_length']:.1f} |",
         "",
         f"Gain: **{report['success_gain'] * 100:+.1f} points** on {report['eval_episodes']} "
-        f"evaluation episodes (seeds from {report['eval_seed']}, deterministic sampling, "
-        "the same episodes before and after).",
+        f"evaluation episodes (seeds from {report['eval_seed']}: the same layouts and noise "
+        "seeds before and after; the chain from the initial noise is deterministic).",
     ]
     if report["min_eval_success_during_rl"] is not None:
         lines.append(f"Lowest evaluated success during RL: "
