@@ -65,7 +65,7 @@ from maniflow_rl.utils.checkpoint import (
     save_checkpoint_atomic,
 )
 from maniflow_rl.utils.logger import MetricLogger
-from maniflow_rl.utils.run_files import METRICS_FILE, append_metrics_row, prepare_run_dir
+from maniflow_rl.utils.run_files import METRICS_FILE, append_metrics_row, open_run_logger
 from maniflow_rl.utils.seeding import (get_rng_state, reseed_env_runner_for_resume,
                                        resume_env_seed, seed_everything, set_rng_state)
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
@@ -271,11 +271,9 @@ class ManiFlowPPOTrainer:
         """Open the logger; first make the run folder describe this run up to ``global_step``
         (``utils/run_files.prepare_run_dir``) and purge later TensorBoard steps."""
         if self._logger is None and self.dist.is_main:
-            prepare_run_dir(self.save_dir, self.global_step, step_key="global_step")
-            log_dir = self.config.log_dir or str(self.save_dir / "tb")
-            self._logger = MetricLogger(log_dir, self.config.wandb_project,
-                                        self.config.wandb_run_name, self.config.to_dict(),
-                                        purge_step=self.global_step + 1)
+            self._logger = open_run_logger(self.save_dir, self.global_step, self.config.log_dir,
+                                           self.config.to_dict(), self.config.wandb_project,
+                                           self.config.wandb_run_name)
 
     def close(self) -> None:
         if self._logger is not None:

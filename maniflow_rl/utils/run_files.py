@@ -82,3 +82,17 @@ def prepare_run_dir(save_dir: str | os.PathLike, step: float,
     save_dir = Path(save_dir)
     return {"removed_rows": truncate_metrics_jsonl(save_dir / metrics_file, step, step_key),
             "removed_temp_files": remove_stale_temp_files(save_dir)}
+
+
+def open_run_logger(save_dir: str | os.PathLike, step: int, log_dir: str | None,
+                    config: Mapping[str, Any], wandb_project: str | None = None,
+                    wandb_run_name: str | None = None):
+    """A trainer's :class:`~maniflow_rl.utils.logger.MetricLogger` (TensorBoard in
+    ``log_dir`` or ``<save_dir>/tb``) for a run at ``step``: :func:`prepare_run_dir` first (rows
+    and temp files of an abandoned attempt go), and TensorBoard events after ``step`` purged."""
+    from maniflow_rl.utils.logger import MetricLogger
+
+    prepare_run_dir(save_dir, step, step_key="global_step")
+    return MetricLogger(log_dir or str(Path(save_dir) / "tb"), wandb_project, wandb_run_name,
+                        dict(config), purge_step=step + 1)
+

@@ -10,9 +10,12 @@ next observation frames ending at ``t + Ca`` (sparse-reward convention of the Me
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator
 
 import numpy as np
+
+log = logging.getLogger("maniflow_rl")
 
 
 def _frames(array: np.ndarray, start: int, stop: int, first: int, last: int) -> np.ndarray:
@@ -45,3 +48,34 @@ def demo_chunk_transitions(dataset, n_obs_steps: int, n_action_steps: int
                 "reward": float(success),
                 "terminated": float(success),
             }
+
+
+def prefill_demo_transitions(trainer, dataset, batch: int = 64) -> int:
+    """Add every demo chunk transition of ``dataset`` to ``trainer.replay``'s demo part, with
+    the trainer's state features (privileged critic keys included when the dataset has them)
+    and fresh alias pairs; a demo has no latent noise (stored as zeros, never read by NA's
+    ``Q^A``). Returns the number of transitions."""
+    import torch
+
+    items = list(demo_chunk_transitions(dataset, trainer.policy.n_obs_steps,
+                                        trainer.policy.n_action_steps))
+    for start in range(0, len(items), batch):
+        part = items[start:start + batch]
+        obs = {k: torch.as_tensor(np.stack([p["obs"][k] for p in part])) for k in part[0]["obs"]}
+        nxt = {k: torch.as_tensor(np.stack([p["next_obs"][k] for p in part]))
+               for k in part[0]["obs"]}
+        context, features = trainer.state_features(obs)
+        next_features = trainer.state_features(nxt)[1]
+        alias_noise, alias_action = trainer._aliases(context, features, len(part))
+        chunk = torch.as_tensor(np.stack([p["action"] for p in part]), device=trainer.device)
+        trainer.replay.add_demos({
+            "features": features.cpu().numpy(), "next_features": next_features.cpu().numpy(),
+            "noise": np.zeros((len(part), trainer.steered.noise_dim), np.float32),
+            "action": trainer.steered.normalized_chunk(chunk).cpu().numpy(),
+            "reward": np.array([p["reward"] for p in part], np.float32),
+            "discount": np.full(len(part), trainer.chunk_discount, np.float32),
+            "terminated": np.array([p["terminated"] for p in part], np.float32),
+            "alias_noise": alias_noise.cpu().numpy(), "alias_action": alias_action.cpu().numpy(),
+            "is_demo": np.ones(len(part), np.float32)})
+    log.info("replay pre-filled with %d demo transitions", len(items))
+    return len(items)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from maniflow_rl.rl.dsrl.checkpointing import load_dsrl_checkpoint, save_dsrl_checkpoint
 from maniflow_rl.rl.dsrl.config import DSRLConfig
-from maniflow_rl.rl.dsrl.demos import demo_chunk_transitions
+from maniflow_rl.rl.dsrl.demos import prefill_demo_transitions
 from maniflow_rl.rl.dsrl.networks import CriticEnsemble
 from maniflow_rl.rl.dsrl.steered_policy import LatentSteeredPolicy
 from maniflow_rl.rl.dsrl.update import dsrl_gradient_step
@@ -44,8 +44,7 @@ from maniflow_rl.rl.ppo_config import config_from_dict
 from maniflow_rl.rl.ppo_helpers import NonFiniteTrainingError, skipped_updates_message
 from maniflow_rl.rl.replay import ChunkReplayBuffer, NStepAccumulator
 from maniflow_rl.rl.rollout_collector import ManiFlowRolloutCollector
-from maniflow_rl.utils.logger import MetricLogger
-from maniflow_rl.utils.run_files import append_metrics_row, prepare_run_dir
+from maniflow_rl.utils.run_files import append_metrics_row, open_run_logger
 from maniflow_rl.utils.seeding import seed_everything
 
 log = logging.getLogger("maniflow_rl")
@@ -112,7 +111,7 @@ class ManiFlowDSRLTrainer:
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
         self._pending: dict[str, float] = {}      # sums since the last log row
         self._timing = [0.0, 0.0, 0, 0]           # collect s, update s, updates, env steps
-        self._logger: MetricLogger | None = None
+        self._logger = None   # MetricLogger, opened at the first log row
         if demo_dataset is not None and cfg.variant == "na":
             self.add_demos(demo_dataset)
 
@@ -177,29 +176,7 @@ class ManiFlowDSRLTrainer:
 
     def add_demos(self, dataset, batch: int = 64) -> int:
         """Pre-fill the replay with the demonstrations as chunk transitions (NA)."""
-        items = list(demo_chunk_transitions(dataset, self.policy.n_obs_steps,
-                                            self.policy.n_action_steps))
-        for start in range(0, len(items), batch):
-            part = items[start:start + batch]
-            obs = {k: torch.as_tensor(np.stack([p["obs"][k] for p in part]))
-                   for k in part[0]["obs"]}
-            nxt = {k: torch.as_tensor(np.stack([p["next_obs"][k] for p in part]))
-                   for k in part[0]["obs"]}
-            context, features = self.state_features(obs)
-            next_features = self.state_features(nxt)[1]
-            alias_noise, alias_action = self._aliases(context, features, len(part))
-            chunk = torch.as_tensor(np.stack([p["action"] for p in part]), device=self.device)
-            self.replay.add_demos({
-                "features": features.cpu().numpy(), "next_features": next_features.cpu().numpy(),
-                "noise": np.zeros((len(part), self.steered.noise_dim), np.float32),
-                "action": self.steered.normalized_chunk(chunk).cpu().numpy(),
-                "reward": np.array([p["reward"] for p in part], np.float32),
-                "discount": np.full(len(part), self.chunk_discount, np.float32),
-                "terminated": np.array([p["terminated"] for p in part], np.float32),
-                "alias_noise": alias_noise.cpu().numpy(), "alias_action": alias_action.cpu().numpy(),
-                "is_demo": np.ones(len(part), np.float32)})
-        log.info("replay pre-filled with %d demo transitions", len(items))
-        return len(items)
+        return prefill_demo_transitions(self, dataset, batch)
 
     def _current(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cached is None:
@@ -361,10 +338,8 @@ class ManiFlowDSRLTrainer:
         checkpoint are dropped (metrics.jsonl truncated, ``purge_step``), stale temp files of
         interrupted saves removed."""
         if self._logger is None:
-            prepare_run_dir(self.save_dir, self.global_step, step_key="global_step")
-            log_dir = self.config.log_dir or str(self.save_dir / "tb")
-            self._logger = MetricLogger(log_dir, None, None, self.config.to_dict(),
-                                        purge_step=self.global_step + 1)
+            self._logger = open_run_logger(self.save_dir, self.global_step, self.config.log_dir,
+                                           self.config.to_dict())
 
     def close(self) -> None:
         if self._logger is not None:
