@@ -155,3 +155,17 @@ def test_with_a_flat_q_the_actor_goes_to_its_regularizer_optimum(regularizer, va
     low, high = variance_range
     assert low < samples.var().item() < high
     assert abs(samples.mean().item()) < 0.05
+
+
+def test_finite_step_skips_a_finite_loss_with_a_non_finite_gradient():
+    from maniflow_rl.rl.dsrl.update import finite_step
+
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([param], lr=0.1)
+    loss = torch.sqrt(param - param.detach()).sum()   # value 0, gradient 1 / (2 sqrt(0)) = inf
+    assert torch.isfinite(loss)
+    assert not finite_step(optimizer, loss)
+    assert torch.equal(param.detach(), torch.ones(3)) and param.grad is None
+    assert not optimizer.state   # Adam state untouched
+    assert finite_step(optimizer, (param ** 2).sum())   # a healthy step is taken
+    assert not torch.equal(param.detach(), torch.ones(3))

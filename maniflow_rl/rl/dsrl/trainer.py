@@ -73,8 +73,7 @@ class ManiFlowDSRLTrainer:
             policy, env_runner, device=self.device, nonfinite_policy=cfg.nonfinite_policy,
             max_abs_env_value=cfg.max_abs_env_value, extra_obs_keys=cfg.critic_obs_keys)
         self.steered = LatentSteeredPolicy(policy, cfg.hidden_dims, cfg.noise_bound,
-                                           cfg.eval_noise).to(
-            self.device).eval()
+                                           cfg.eval_noise).to(self.device).eval()
         self.actor = self.steered.actor
         self.actor_dim = self.steered.feature_dim
         feat = self.actor_dim + self._privileged_dim()
@@ -134,7 +133,8 @@ class ManiFlowDSRLTrainer:
 
     # ------------------------------------------------------------------ data
     def _privileged_dim(self) -> int:
-        """Size of the privileged critic inputs (newest frame of ``critic_obs_keys``)."""
+        """Size of the privileged critic inputs (newest frame of ``critic_obs_keys``), read
+        from the first observation (the envs are reset here instead of at the first step)."""
         if not self.config.critic_obs_keys:
             return 0
         obs = self.collector.observation()
@@ -206,22 +206,21 @@ class ManiFlowDSRLTrainer:
             stacked = {k: torch.as_tensor(np.stack([h[k] for h in outcome.final_histories]))
                        for k in outcome.final_histories[0]}
             next_features[outcome.final_history_envs] = self.state_features(stacked)[1]
-        chunk = self.steered.normalized_chunk(actions).cpu().numpy()
+        step = {k: v.cpu().numpy() for k, v in (
+            ("features", features), ("noise", noise), ("next_features", next_features),
+            ("action", self.steered.normalized_chunk(actions)), ("alias_noise", alias_noise),
+            ("alias_action", alias_action))}   # one device -> host copy per field, [N, ...]
         terminated = outcome.dones & ~outcome.truncated
         completed = []
         dropped = (outcome.dropped if outcome.dropped is not None
                    else np.zeros(n, dtype=bool))   # a bad env value (nonfinite_policy=drop)
-        for env in range(n):
+        for env in range(n):   # per-env n-step streams
             if dropped[env]:
                 self.nstep.discard(env)
                 continue
             completed += self.nstep.push(env, {
-                "features": features[env].cpu().numpy(), "noise": noise[env].cpu().numpy(),
-                "action": chunk[env], "reward": float(outcome.rewards[env]), "discount": 0.0,
-                "terminated": float(terminated[env]),
-                "next_features": next_features[env].cpu().numpy(),
-                "alias_noise": alias_noise[env].cpu().numpy(),
-                "alias_action": alias_action[env].cpu().numpy(), "is_demo": 0.0},
+                **{k: v[env] for k, v in step.items()}, "reward": float(outcome.rewards[env]),
+                "discount": 0.0, "terminated": float(terminated[env]), "is_demo": 0.0},
                 episode_ended=bool(outcome.dones[env]))
         if completed:
             self.replay.add({k: np.stack([c[k] for c in completed]).astype(np.float32)

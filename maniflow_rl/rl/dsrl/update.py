@@ -19,9 +19,9 @@ def finite_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
     if not is_finite_number(loss.detach()):
         return False
     loss.backward()
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
-             if p.grad is not None]
-    if not all(bool(torch.isfinite(g).all()) for g in grads):
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))   # one fused reduction
+    if not is_finite_number(grad_norm):
         optimizer.zero_grad(set_to_none=True)
         return False
     optimizer.step()
