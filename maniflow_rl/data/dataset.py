@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -188,6 +188,16 @@ class PointCloudSequenceDataset(torch.utils.data.Dataset):
                for z, o in self.key_map.items()}
         action = torch.from_numpy(np.asarray(sample[ACTION_KEY], dtype=np.float32))
         return {"obs": obs, "action": action}
+
+    def cache_point_tokens(self, presample: Callable[[str, np.ndarray], np.ndarray]) -> None:
+        """Cut every point-cloud frame once to the points the encoder keeps:
+        ``presample(obs_key, frames [T, N, C]) -> [T, k, C]`` (raw units, in pick order; see
+        ``data/point_token_cache.py``). Shared with :meth:`get_validation_dataset`'s copies.
+        Fit the normalizer first: :meth:`get_normalizer_data` then returns the cut clouds."""
+        for z, o in self.key_map.items():
+            if self.shape_meta["obs"][o]["type"] == "point_cloud":
+                frames = self._to_obs(o, np.asarray(self.replay_buffer[z]))
+                self.replay_buffer.replace_array(z, presample(o, frames))
 
     def get_normalizer_data(self) -> dict[str, np.ndarray]:
         """Every frame of the training episodes, per obs key (policy layout) and ``'action'``.

@@ -188,6 +188,19 @@ class ReplayBuffer:
         return {k: as_array(self[k][sl]) for k in self.keys()}
 
     # ------------------------------------------------------------------ writing
+    def replace_array(self, key: str, values: np.ndarray) -> None:
+        """Replace ``data/<key>`` by ``values [n_steps, ...]`` in memory (per-step shape may
+        change, e.g. a point cloud cut to its kept points); the file on disk is unchanged."""
+        if self._group is not None:
+            raise ReplayBufferError("replace_array needs an in-memory buffer (copy_from_path)")
+        if key not in self._data:
+            raise KeyError(f"{key!r} not in replay buffer (keys: {self.keys()})")
+        values = np.asarray(values)
+        if values.shape[0] != self.n_steps:
+            raise ReplayBufferError(f"replace_array: {key} needs {self.n_steps} steps, got "
+                                    f"{values.shape[0]}")
+        self._data[key] = values
+
     def add_episode(self, episode: Mapping[str, np.ndarray]) -> None:
         """Append one episode: ``{key: array [T, *shape]}`` with the same T for every key."""
         if not episode:

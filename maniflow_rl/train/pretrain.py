@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from maniflow_rl.data.dataset import (PointCloudSequenceDataset, infer_shape_meta,
                                       load_replay_buffer)
+from maniflow_rl.data.point_token_cache import cache_dataset_point_tokens
 from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy, make_env_runner
 from maniflow_rl.train.ema import EMAModel
 from maniflow_rl.train.lr_schedule import cosine_with_warmup
@@ -71,6 +72,7 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
     num_workers: int = 0
+    cache_point_tokens: bool = True       # cut each stored cloud once to the encoder's points
     policy_config: dict = field(default_factory=dict)   # ManiFlowPolicyConfig overrides
     max_train_steps: int | None = None    # stop after this many optimizer steps in total
     val_ratio: float = 0.0
@@ -201,6 +203,8 @@ class _Run:
         latest = self.ckpt_dir / "latest.pt"
         if cfg.resume and latest.exists():
             self._restore(latest)
+        if cfg.cache_point_tokens:   # after the normalizer is fitted (or restored)
+            cache_dataset_point_tokens(self.dataset, self.policy)
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> dict[str, Any]:

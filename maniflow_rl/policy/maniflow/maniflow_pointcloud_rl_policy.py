@@ -140,6 +140,9 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         batch = None
         for key, shape in self.obs_shapes.items():
             got = tuple(obs[key].shape)
+            presampled = min(self.config.num_point_tokens, shape[0])
+            if key in self.obs_encoder.point_keys and got[2:3] == (presampled,):
+                shape = (presampled, *shape[1:])  # a cloud already cut to its point tokens
             if len(got) != len(shape) + 2 or got[1:] != (self.n_obs_steps, *shape):
                 raise ValueError(f"obs['{key}'] has shape {list(got)}, expected "
                                  f"[B, {self.n_obs_steps}, {', '.join(map(str, shape))}] "

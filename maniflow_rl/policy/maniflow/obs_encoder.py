@@ -115,15 +115,25 @@ class PointNetTokenizer(nn.Module):
         self.sampling = sampling
         self.point_mlp = mlp([in_channels, *hidden_dims, out_dim])
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        m, n, c = points.shape
+    def sample_indices(self, xyz: torch.Tensor) -> torch.Tensor:
+        """Indices ``[M, min(num_tokens, N)]`` of the kept points of normalized ``xyz [M, N, 3]``
+        (in pick order: farthest point sampling starts at point 0)."""
+        m, n, _ = xyz.shape
         k = min(self.num_tokens, n)
         if self.sampling == "fps":
-            idx = farthest_point_indices(points[..., :3].detach(), k)
-        else:
-            idx = stride_indices(n, k, points.device).expand(m, k)
-        kept = torch.gather(points, 1, idx.unsqueeze(-1).expand(m, k, c))
-        return self.point_mlp(kept)
+            return farthest_point_indices(xyz.detach(), k)
+        return stride_indices(n, k, xyz.device).expand(m, k)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """A cloud of at most ``num_tokens`` points is taken as already subsampled (a cache of
+        :meth:`sample_indices`' picks, in pick order): sampling it again would keep every point
+        in the same order (each farthest pick of the full cloud is in the subset), so it is
+        used as is."""
+        m, n, c = points.shape
+        if n > self.num_tokens:
+            idx = self.sample_indices(points[..., :3])
+            points = torch.gather(points, 1, idx.unsqueeze(-1).expand(m, idx.shape[1], c))
+        return self.point_mlp(points)
 
 
 class ImageTokenizer(nn.Module):
