@@ -84,6 +84,12 @@ def consistency_target(x_t: torch.Tensor, x_t_next: torch.Tensor, t: torch.Tenso
     return (endpoint - x_t) / (1.0 - t.reshape(shape)).clamp_min(eps)
 
 
+def num_flow_samples(batch: int, flow_ratio: float) -> int:
+    """The first ``round(flow_ratio * batch)`` samples of a batch are flow-matching samples; the
+    teacher only sees the rest (so its observation tokens are needed for those rows only)."""
+    return int(round(flow_ratio * batch))
+
+
 def consistency_flow_loss(model_fn: VelocityFn, teacher_fn: VelocityFn, x1: torch.Tensor,
                           context: torch.Tensor, cfg, generator: torch.Generator | None = None,
                           teacher_context: torch.Tensor | None = None
@@ -95,9 +101,10 @@ def consistency_flow_loss(model_fn: VelocityFn, teacher_fn: VelocityFn, x1: torc
     (``teacher_context`` those of the teacher's encoder, default ``context.detach()``).
     ``cfg`` provides ``flow_ratio, flow_t_scale, flow_beta_a, flow_beta_b, consistency_num_t,
     consistency_eps``. Returns ``(loss, info)`` with the two partial losses in ``info``.
+    ``teacher_context`` may hold every row or only the consistency rows (the last ones).
     """
     batch, device = x1.shape[0], x1.device
-    n_flow = int(round(cfg.flow_ratio * batch))
+    n_flow = num_flow_samples(batch, cfg.flow_ratio)
     n_cons = batch - n_flow
     x0 = torch.randn(x1.shape, generator=generator, device=device, dtype=x1.dtype)
     t_flow = cfg.flow_t_scale * sample_beta(cfg.flow_beta_a, cfg.flow_beta_b, n_flow,
@@ -143,8 +150,10 @@ def velocity_regression_loss(model_fn: VelocityFn, teacher_fn: VelocityFn, x0: t
         t_next = (t[n_flow:] + dt[n_flow:]).clamp(max=1.0)
         x_t_next = interpolate(x0[n_flow:], x1[n_flow:], t_next)
         teacher_ctx = (context if teacher_context is None else teacher_context).detach()
+        if teacher_ctx.shape[0] != n_cons:       # tokens of every row: keep the teacher's
+            teacher_ctx = teacher_ctx[n_flow:]
         with torch.no_grad():
-            v_teacher = teacher_fn(x_t_next, t_next, dt[n_flow:], teacher_ctx[n_flow:])
+            v_teacher = teacher_fn(x_t_next, t_next, dt[n_flow:], teacher_ctx)
         targets.append(consistency_target(x_t[n_flow:], x_t_next, t[n_flow:], t_next,
                                           v_teacher, eps))
     target = torch.cat(targets).detach()

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from .configuration import ManiFlowPolicyConfig
-from .consistency_flow import consistency_flow_loss, sampler_grid_consistency_loss
+from .consistency_flow import (consistency_flow_loss, num_flow_samples,
+                               sampler_grid_consistency_loss)
 from .dit_x import DiTX
 from .normalizer import LimitsNormalizer
 from .obs_encoder import ObservationEncoder, mlp, obs_type, validate_shape_meta
@@ -356,9 +357,11 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         context, _ = self.obs_encoder(obs_n)
         teacher = self if teacher is None else teacher
         teacher_context = None
-        if teacher is not self:
+        if teacher is not self:   # the teacher sees the consistency rows only (the last ones)
+            first = 0 if on_sampler_grid else num_flow_samples(len(action), self.config.flow_ratio)
             with torch.no_grad():
-                teacher_context = teacher.encode_obs(batch["obs"])[0]
+                teacher_context = teacher.encode_obs(
+                    {k: v[first:] for k, v in batch["obs"].items()})[0]
         student_fn = lambda x, t, dt, c: self.model(x, t, dt, c)[0]  # noqa: E731
         teacher_fn = lambda x, t, dt, c: teacher.model(x, t, dt, c)[0]  # noqa: E731
         x1 = self.normalizer.normalize("action", action)
