@@ -10,6 +10,8 @@ Files under ``output_dir``::
     tb/                            TensorBoard: train/loss, train/lr, val/loss, eval/success_rate
     checkpoints/latest.pt          written atomically every checkpoint_every_epochs and at the end
     checkpoints/epoch_XXXX.pt      same payload, kept per epoch (keep_epoch_checkpoints)
+    checkpoints/best.pt            with select_every_steps: the best EMA policy on validation
+                                   seeds so far (train/checkpoint_selection.py)
     eval/epoch_XXXX.json           evaluation results (+ videos/epoch_XXXX.mp4 with eval_video)
 
 A run whose ``checkpoints/latest.pt`` exists resumes from it (``resume=True``): weights, EMA,
@@ -19,11 +21,9 @@ depends only on (seed, epoch), so an interrupted run continues exactly as an uni
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +35,9 @@ from maniflow_rl.data.dataset import (PointCloudSequenceDataset, infer_shape_met
                                       load_replay_buffer)
 from maniflow_rl.data.point_token_cache import cache_dataset_point_tokens
 from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy, make_env_runner
+from maniflow_rl.train.checkpoint_selection import best_k_mean, is_new_best, validation_seed
 from maniflow_rl.train.ema import EMAModel
+from maniflow_rl.train.pretrain_config import PretrainConfig
 from maniflow_rl.train.lr_schedule import cosine_with_warmup
 from maniflow_rl.utils.checkpoint import (load_checkpoint_file, remove_stale_temp_files,
                                          save_checkpoint_atomic)
@@ -45,72 +47,6 @@ from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_st
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 
 log = logging.getLogger("maniflow_rl")
-
-
-@dataclass
-class PretrainConfig:
-    dataset_path: str
-    output_dir: str
-    task: str | None = None               # e.g. "metaworld/button-press" (for evaluation)
-    num_epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 1e-3
-    warmup_steps: int = 500
-    min_lr_ratio: float = 0.0
-    grad_clip_norm: float | None = None
-    ema_decay: float = 0.9999             # maximum EMA decay
-    ema_power: float | None = 0.75        # EMA warm-up power (None: constant ema_decay)
-    eval_every_epochs: int = 0            # 0: no evaluation in the env
-    eval_episodes: int = 20
-    eval_num_envs: int = 1
-    eval_max_steps: int | None = None
-    eval_video: bool = False
-    checkpoint_every_epochs: int = 10
-    keep_epoch_checkpoints: bool = True
-    seed: int = 0
-    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
-    num_workers: int = 0
-    cache_point_tokens: bool = True       # cut each stored cloud once to the encoder's points
-    policy_config: dict = field(default_factory=dict)   # ManiFlowPolicyConfig overrides
-    max_train_steps: int | None = None    # stop after this many optimizer steps in total
-    val_ratio: float = 0.0
-    max_train_episodes: int | None = None
-    obs_keys: list[str] | None = field(default_factory=lambda: ["point_cloud", "agent_pos"])
-    key_map: dict | None = None           # zarr key -> obs key (default DEFAULT_KEY_MAP)
-    point_cloud_channels: int | None = 3  # xyz only (None: every stored channel)
-    env_kwargs: dict = field(default_factory=dict)
-    resume: bool = True
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` / ``FileNotFoundError`` for a config that cannot run."""
-        if not Path(self.dataset_path).exists():
-            raise FileNotFoundError(f"dataset not found: {self.dataset_path}")
-        positive = ("num_epochs", "batch_size", "eval_episodes", "eval_num_envs",
-                    "checkpoint_every_epochs")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "eval_every_epochs", "num_workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_train_steps is not None and self.max_train_steps < 1:
-            raise ValueError(f"max_train_steps must be >= 1, got {self.max_train_steps}")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {self.lr}, "
-                             f"{self.weight_decay}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0 <= self.val_ratio < 1:
-            raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
 
 
 def default_policy_factory(shape_meta: dict, policy_config: dict):
@@ -141,9 +77,10 @@ class _Run:
 
     def __init__(self, cfg: PretrainConfig, env_runner_factory, policy_factory):
         cfg.validate()
-        if cfg.eval_every_epochs and cfg.task is None and env_runner_factory is None:
-            raise ValueError("eval_every_epochs > 0 needs a task (e.g. metaworld/button-press) "
-                             "or an env_runner_factory")
+        rollouts = cfg.eval_every_epochs or cfg.select_every_steps
+        if rollouts and cfg.task is None and env_runner_factory is None:
+            raise ValueError("eval_every_epochs / select_every_steps > 0 need a task (e.g. "
+                             "metaworld/button-press) or an env_runner_factory")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.output_dir)
@@ -171,7 +108,7 @@ class _Run:
         self.val_dataset = self.dataset.get_validation_dataset() if cfg.val_ratio > 0 else None
 
         self.env_runner, self._owns_env = None, False
-        if cfg.eval_every_epochs:
+        if rollouts:
             self._owns_env = env_runner_factory is None
             self.env_runner = (env_runner_factory() if env_runner_factory is not None else
                                make_env_runner(cfg.task, cfg.eval_num_envs,
@@ -200,6 +137,7 @@ class _Run:
                                             cfg.min_lr_ratio)
         self.epoch, self.global_step, self.resumed_from = 0, 0, None
         self.history: list[dict[str, float]] = []
+        self.selection: list[dict[str, float]] = []   # validation rollouts {step, success_rate}
         latest = self.ckpt_dir / "latest.pt"
         if cfg.resume and latest.exists():
             self._restore(latest)
@@ -217,6 +155,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+            "selection": self.selection,
             "rng": get_rng_state(), "train_config": self.cfg.to_dict(),
             "dataset_path": str(self.cfg.dataset_path),
         }
@@ -241,6 +180,7 @@ class _Run:
         self.scheduler.load_state_dict(payload["lr_scheduler"])
         self.epoch, self.global_step = int(payload["epoch"]), int(payload["global_step"])
         self.history = list(payload.get("history", []))
+        self.selection = list(payload.get("selection", []))
         set_rng_state(payload["rng"])
         self.resumed_from = self.epoch
         log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.global_step)
@@ -274,6 +214,8 @@ class _Run:
             self.ema.step(self.policy)
             self.global_step += 1
             losses.append(loss.item())
+            if self.cfg.select_every_steps and self.global_step % self.cfg.select_every_steps == 0:
+                self.select_checkpoint(logger)
             lr = self.optimizer.param_groups[0]["lr"]
             logger.log({"train/loss": losses[-1], "train/lr": lr, **_scalars(info, "train")},
                        self.global_step)
@@ -298,6 +240,23 @@ class _Run:
                 losses.append(loss.item())
                 weights.append(len(batch["action"]))
         return float(np.average(losses, weights=weights))
+
+    def select_checkpoint(self, logger: MetricLogger) -> None:
+        """Validation rollouts of the EMA policy; ``best.pt`` if it is the best so far.
+        ``evaluate_policy`` leaves the training RNG streams as they were, so the data order and
+        the loss noise of a run do not depend on whether it validates."""
+        result = evaluate_policy(self.ema.averaged_model, self.env_runner,
+                                 self.cfg.select_episodes, seed=validation_seed(self.cfg.seed),
+                                 device=self.device, progress=False)
+        success = float(result["success_rate"])
+        best = max((r["success_rate"] for r in self.selection), default=None)
+        self.selection.append({"step": self.global_step, "success_rate": success})
+        logger.log({"select/success_rate": success}, self.global_step)
+        if is_new_best(success, best):
+            save_checkpoint_atomic({**self._payload(), "selected_on": "validation seeds"},
+                                   self.ckpt_dir / "best.pt")
+        log.info("step %d | validation success %.2f (best %.2f)", self.global_step, success,
+                 max(success, best or 0.0))
 
     def evaluate(self, progress: bool) -> dict[str, Any]:
         cfg = self.cfg
@@ -368,7 +327,10 @@ def run_pretraining(cfg: PretrainConfig, env_runner_factory: Callable[[], Any] |
         "epochs": run.epoch, "global_step": run.global_step, "resumed_from_epoch": run.resumed_from,
         "train_loss": run.history[-1]["train_loss"] if run.history else None,
         "val_loss": run.history[-1].get("val_loss") if run.history else None,
-        "history": run.history, "shape_meta": run.shape_meta,
+        "history": run.history, "shape_meta": run.shape_meta, "selection": run.selection,
+        "best_checkpoint": (str(run.ckpt_dir / "best.pt") if run.selection else None),
+        "validation_best5_mean": (best_k_mean([r["success_rate"] for r in run.selection])
+                                  if run.selection else None),
         "eval": None if last_eval is None else {k: v for k, v in last_eval.items()
                                                 if k != "episodes"},
     }
