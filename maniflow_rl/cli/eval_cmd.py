@@ -1,7 +1,7 @@
 """``maniflow-rl eval``: success rate (95 % Wilson interval) and videos of a checkpoint.
 
     maniflow-rl eval --checkpoint runs/bp/checkpoints/latest.pt --episodes 50 --num-envs 2 \\
-        --video-dir runs/bp/videos env.num_points=512
+        --video-dir runs/bp/videos env.num_points=512 runtime.torch_threads=2
 
 The task defaults to the one the checkpoint was trained for. Results are printed as a table and
 saved as JSON (``--output``, default ``<checkpoint dir>/eval_<checkpoint name>.json``).
@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from maniflow_rl.cli.pretrain_cmd import env_kwargs_for, split_overrides
+from maniflow_rl.cli.pretrain_cmd import (env_kwargs_for, split_overrides,
+                                          split_runtime_overrides)
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,7 +36,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                    help="add a point-cloud panel next to the RGB frames")
     p.add_argument("--output", default=None, help="JSON results path")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="env.<field>=value")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="env.<field>=value, runtime.<field>=value (threads)")
     return p
 
 
@@ -65,11 +67,20 @@ def format_summary(result: dict[str, Any], header: dict[str, Any]) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from maniflow_rl.utils.threads import thread_policy
+
+    runtime, overrides = split_runtime_overrides(args.overrides)
+    groups = split_overrides(overrides)
+    if groups["policy"] or groups["top"]:
+        raise ValueError("eval accepts only env.<field>=value and runtime.<field>=value "
+                         "overrides")
+    with thread_policy(runtime.thread_policy()):
+        return _evaluate(args, groups)
+
+
+def _evaluate(args: argparse.Namespace, groups: dict[str, dict[str, Any]]) -> int:
     from maniflow_rl.evaluation import evaluate_policy, load_policy_from_checkpoint, make_env_runner
 
-    groups = split_overrides(args.overrides)
-    if groups["policy"] or groups["top"]:
-        raise ValueError("eval accepts only env.<field>=value overrides")
     policy, payload = load_policy_from_checkpoint(args.checkpoint, use_ema=not args.no_ema,
                                                   device=args.device)
     task = args.task or checkpoint_task(payload)

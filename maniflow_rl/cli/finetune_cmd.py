@@ -9,6 +9,7 @@ import logging
 from maniflow_rl.config import DummyConfig, RunConfig, load_config
 from maniflow_rl.utils.distributed import current_info
 from maniflow_rl.utils.output_dir import check_output_dir
+from maniflow_rl.utils.threads import thread_policy
 
 log = logging.getLogger("maniflow_rl")
 
@@ -20,8 +21,8 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "finetune", help="PPO or DSRL fine-tuning of a pretrained checkpoint in MetaWorld",
         description="Overrides are key=value pairs on the run config (the same schema as "
-                    "`maniflow-rl run`; its env/finetune/ppo/advantage/dsrl/finetune_policy/eval "
-                    "sections apply), e.g. ppo.total_timesteps=200000 "
+                    "`maniflow-rl run`; its env/finetune/ppo/advantage/dsrl/finetune_policy/"
+                    "eval/runtime sections apply), e.g. ppo.total_timesteps=200000 "
                     "finetune_policy.noise_level=0.3, or finetune.algorithm=dsrl "
                     "dsrl.total_timesteps=100000")
     p.add_argument("--checkpoint", required=True, help="pretraining or PPO checkpoint (.pt)")
@@ -42,13 +43,18 @@ def checkpoint_task_of(payload: dict) -> str | None:
 
 
 def run_finetune(args) -> int:
+    cfg = load_config(RunConfig, args.config, args.overrides).finetune_config()
+    cfg.validate()
+    check_output_dir(args.out)
+    with thread_policy(cfg.runtime.thread_policy()):
+        return _finetune(cfg, args)
+
+
+def _finetune(cfg, args) -> int:
     from maniflow_rl.pipeline.finetune import build_finetune_trainer, close_trainer_envs
     from maniflow_rl.utils.checkpoint import load_checkpoint_file
     from maniflow_rl.utils.shape_meta import env_mismatch_warnings
 
-    cfg = load_config(RunConfig, args.config, args.overrides).finetune_config()
-    cfg.validate()
-    check_output_dir(args.out)
     payload = load_checkpoint_file(args.checkpoint, expected_kind=("pretrain", "ppo", "dsrl"))
     task = args.task or checkpoint_task_of(payload)
     if not task:
@@ -78,7 +84,8 @@ def add_dummy_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "dummy", help="PPO on the synthetic env (smoke test of the stack)",
         description="Overrides are key=value pairs on DummyConfig: ppo.*, advantage.*, "
-                    "policy.* (e.g. ppo.seed=3 ppo.num_envs=4 policy.num_inference_steps=2)")
+                    "policy.*, runtime.* (e.g. ppo.seed=3 ppo.num_envs=4 "
+                    "policy.num_inference_steps=2)")
     p.add_argument("--out", default="runs/dummy")
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--noise-method", default="flow_noise", choices=["flow_noise", "flow_sde"])
@@ -107,13 +114,15 @@ def run_dummy(args) -> int:
 
     cfg = build_dummy_config(args)
     check_output_dir(cfg.ppo.save_path)
-    trainer = create_maniflow_ppo_trainer(DUMMY_SHAPE_META, device=cfg.ppo.device,
-                                          ppo_config=cfg.ppo, advantage_config=cfg.advantage,
-                                          policy_config=cfg.policy)
-    try:
-        history = trainer.train(num_iterations=args.iterations, progress=not args.no_progress)
-    finally:
-        trainer.close()
+    with thread_policy(cfg.runtime.thread_policy()):
+        trainer = create_maniflow_ppo_trainer(DUMMY_SHAPE_META, device=cfg.ppo.device,
+                                              ppo_config=cfg.ppo, advantage_config=cfg.advantage,
+                                              policy_config=cfg.policy)
+        try:
+            history = trainer.train(num_iterations=args.iterations,
+                                    progress=not args.no_progress)
+        finally:
+            trainer.close()
     first, last = history[0], history[-1]
     if not current_info().is_main:   # torchrun: rank 0 reports
         return 0

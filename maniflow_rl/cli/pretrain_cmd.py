@@ -5,8 +5,9 @@
         env.num_points=512 ema_decay=0.999
 
 Trailing ``key=value`` overrides: ``policy.<field>`` (ManiFlowPolicyConfig), ``env.<field>``
-(EnvConfig of the evaluation env) and any other PretrainConfig field. A run resumes from
-``<out>/checkpoints/latest.pt`` when it exists (``--no-resume`` to refuse).
+(EnvConfig of the evaluation env), ``runtime.<field>`` (threads: RuntimeConfig) and any other
+PretrainConfig field. A run resumes from ``<out>/checkpoints/latest.pt`` when it exists
+(``--no-resume`` to refuse).
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def split_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
         else:
             groups["top"][key] = parse_value(value)
     return groups
+
+
+def split_runtime_overrides(overrides: list[str] | None):
+    """``(RuntimeConfig, the other overrides)``: the ``runtime.<field>=value`` items (thread
+    policy, ``utils/threads.py``) as a validated section, unknown fields named."""
+    from maniflow_rl.config import RuntimeConfig
+
+    items = list(overrides or [])
+    ours = [item for item in items if item.startswith("runtime.")]
+    values = {k.removeprefix("runtime."): parse_value(v)
+              for k, _, v in (item.partition("=") for item in ours)}
+    fields = {f.name for f in dataclasses.fields(RuntimeConfig)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown runtime option(s) {unknown}; known: {sorted(fields)}")
+    return RuntimeConfig(**values).validate(), [item for item in items if item not in ours]
 
 
 def env_kwargs_for(env_overrides: dict[str, Any], num_points: int | None) -> dict[str, Any]:
@@ -100,12 +117,13 @@ def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
                    help="fail instead of resuming when <out>/checkpoints/latest.pt exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="policy.<field>=v, env.<field>=v or <PretrainConfig field>=v")
+                   help="policy.<field>=v, env.<field>=v, runtime.<field>=v or "
+                        "<PretrainConfig field>=v")
     return p
 
 
 def build_config(args: argparse.Namespace) -> PretrainConfig:
-    groups = split_overrides(args.overrides)
+    groups = split_overrides(split_runtime_overrides(args.overrides)[1])
     fields = {f.name for f in dataclasses.fields(PretrainConfig)}
     unknown = sorted(set(groups["top"]) - fields)
     if unknown:
@@ -133,13 +151,16 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     from maniflow_rl.train.pretrain import run_pretraining
     from maniflow_rl.utils.output_dir import check_output_dir
+    from maniflow_rl.utils.threads import thread_policy
 
     cfg = build_config(args)
+    runtime, _ = split_runtime_overrides(args.overrides)
     check_output_dir(cfg.output_dir)
     latest = Path(cfg.output_dir) / "checkpoints" / "latest.pt"
     if args.no_resume and latest.exists():
         raise ValueError(f"{latest} exists and --no-resume was given; choose another --out")
-    summary = run_pretraining(cfg, progress=not args.no_progress)
+    with thread_policy(runtime.thread_policy()):
+        summary = run_pretraining(cfg, progress=not args.no_progress)
     print(f"pretraining done: {summary['epochs']} epochs, {summary['global_step']} steps, "
           f"final train loss {summary['train_loss']:.4f}")
     if summary.get("eval"):

@@ -8,12 +8,12 @@ from maniflow_rl.config.run_config import DummyConfig, RunConfig
 from maniflow_rl.config.sections import (FINETUNE_ALGORITHMS, FINETUNE_POLICY_KEYS,
                                          POINT_CLOUD_SOURCES, DemosStageConfig, EnvConfig,
                                          EvalConfig, FinetuneAlgorithmConfig, FinetuneConfig,
-                                         PretrainStageConfig, check_finetune_policy_keys,
-                                         check_policy_keys)
+                                         PretrainStageConfig, RuntimeConfig,
+                                         check_finetune_policy_keys, check_policy_keys)
 
 __all__ = ["PRESET_DIR", "check_override_syntax", "config_to_yaml", "load_config",
            "load_yaml_mapping", "resolve_preset", "DummyConfig", "RunConfig",
            "FINETUNE_ALGORITHMS", "FINETUNE_POLICY_KEYS", "POINT_CLOUD_SOURCES",
            "DemosStageConfig", "EnvConfig", "EvalConfig", "FinetuneAlgorithmConfig",
-           "FinetuneConfig", "PretrainStageConfig", "check_finetune_policy_keys",
-           "check_policy_keys"]
+           "FinetuneConfig", "PretrainStageConfig", "RuntimeConfig",
+           "check_finetune_policy_keys", "check_policy_keys"]

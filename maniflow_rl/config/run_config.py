@@ -8,8 +8,8 @@ from pathlib import Path
 
 from maniflow_rl.config.sections import (DemosStageConfig, EnvConfig, EvalConfig,
                                          FinetuneAlgorithmConfig, FinetuneConfig,
-                                         PretrainStageConfig, check_finetune_policy_keys,
-                                         check_policy_keys)
+                                         PretrainStageConfig, RuntimeConfig,
+                                         check_finetune_policy_keys, check_policy_keys)
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.ppo_config import PPOConfig
@@ -28,6 +28,7 @@ class RunConfig:
     dsrl: DSRLConfig = field(default_factory=DSRLConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -38,7 +39,8 @@ class RunConfig:
         return FinetuneConfig(env=self.env, finetune=self.finetune, dsrl=self.dsrl,
                               ppo=self.ppo, advantage=self.advantage,
                               policy=dict(self.finetune_policy), eval=self.eval,
-                              demos=str(self.resolved_run_dir() / "demos.zarr"))
+                              demos=str(self.resolved_run_dir() / "demos.zarr"),
+                              runtime=self.runtime)
 
     def validate(self) -> "RunConfig":
         """Every section (a ``ValueError`` naming the key), before any stage starts."""
@@ -49,6 +51,7 @@ class RunConfig:
         self.demos.validate()
         self.pretrain.validate()
         self.eval.validate()
+        self.runtime.validate()
         check_policy_keys(self.policy, "policy")
         check_finetune_policy_keys(self.finetune_policy, "finetune_policy")
         check_policy_keys({**self.policy, **self.finetune_policy}, "finetune_policy")
@@ -74,13 +77,15 @@ def dummy_policy_defaults() -> dict:
 @dataclass
 class DummyConfig:
     """``maniflow-rl dummy``: PPO on the synthetic env; ``ppo.*``, ``advantage.*``,
-    ``policy.*`` overrides like every other command."""
+    ``policy.*``, ``runtime.*`` overrides like every other command."""
 
     ppo: PPOConfig = field(default_factory=dummy_ppo_defaults)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     policy: dict = field(default_factory=dummy_policy_defaults)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> "DummyConfig":
+        self.runtime.validate()
         check_policy_keys(self.policy, "policy")
         self.ppo.validate()
         self.advantage.validate()

@@ -1,5 +1,5 @@
 """The sections of the run / fine-tune configs (``env``, ``eval``, ``finetune``, ``demos``,
-``pretrain``), each with a ``validate()`` that raises a one-line ``ValueError``.
+``pretrain``, ``runtime``), each with a ``validate()`` that raises a one-line ``ValueError``.
 
 They sit below both ``maniflow_rl.pipeline`` (which runs them) and ``maniflow_rl.cli`` (which
 parses them); ``maniflow_rl.cli.config`` re-exports them for compatibility.
@@ -14,6 +14,7 @@ from typing import Any
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.ppo_config import PPOConfig
+from maniflow_rl.utils.threads import AUTO, SAME, ThreadPolicy
 
 FINETUNE_ALGORITHMS = ("ppo", "dsrl")
 POINT_CLOUD_SOURCES = ("camera", "geometry")
@@ -104,6 +105,22 @@ class EvalConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How the run's processes use the machine's cores (``utils/threads.py``, README
+    "Threads"): env / evaluation / data-loader workers and Ray env actors run 1 thread each."""
+
+    torch_threads: int | str = AUTO   # main process: "auto" (its share of the cores) or an int
+    rollout_torch_threads: int | str = SAME   # main process during PPO rollouts: "same" | int
+
+    def thread_policy(self) -> ThreadPolicy:
+        return ThreadPolicy(self.torch_threads, self.rollout_torch_threads)
+
+    def validate(self) -> "RuntimeConfig":
+        self.thread_policy().validate()
+        return self
+
+
+@dataclass
 class FinetuneAlgorithmConfig:
     """Which fine-tuning algorithm runs: ``ppo`` (the ``ppo`` / ``advantage`` sections) or
     ``dsrl`` (the ``dsrl`` section: off-policy steering of the frozen policy's noise)."""
@@ -128,11 +145,13 @@ class FinetuneConfig:
     policy: dict = field(default_factory=dict)  # overrides at fine-tune time (noise_*, K)
     eval: EvalConfig = field(default_factory=EvalConfig)
     demos: str | None = None   # demo zarr for the BC term (ppo.bc_coef > 0)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> "FinetuneConfig":
         """Every section, before a checkpoint is read or an env process starts."""
         self.env.validate()
         self.eval.validate()
+        self.runtime.validate()
         self.finetune.validate()
         check_finetune_policy_keys(self.policy, "finetune_policy")
         if self.finetune.algorithm == "dsrl":

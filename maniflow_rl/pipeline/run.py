@@ -12,6 +12,7 @@ Run directory::
     report.md  report.json  learning_curve.png   the run report
 
 A stage whose record in ``stages.json`` says ``done`` is skipped when the command is re-run.
+Every stage runs under the ``runtime`` thread policy (``utils/threads.py``; logged at start).
 
 Under ``torchrun`` (``utils/distributed.py``) the fine-tuning stage runs data-parallel on every
 rank; rank 0 alone runs the other stages (demos, imitation, evaluations, report) and writes the
@@ -31,6 +32,7 @@ from typing import Any, Callable
 from maniflow_rl.config import (DemosStageConfig, PretrainStageConfig,  # noqa: F401
                                 RunConfig, config_to_yaml)
 from maniflow_rl.utils.output_dir import check_output_dir
+from maniflow_rl.utils.threads import thread_policy
 
 log = logging.getLogger("maniflow_rl")
 
@@ -83,6 +85,18 @@ def run_pipeline(cfg: RunConfig, command: str = "", progress: bool = True,
             (run_dir / "command.txt").write_text(command + "\n")
     dp.wait_for_main()
     records = StageRecords(run_dir / "stages.json")
+    with thread_policy(cfg.runtime.thread_policy(), local_world_size=rank.local_world_size):
+        _run_stages(cfg, run_dir, records, rank, command, progress, stop_after)
+    report_path = run_dir / "report.json"
+    return json.loads(report_path.read_text()) if report_path.is_file() else records.records
+
+
+def _run_stages(cfg: RunConfig, run_dir: Path, records: StageRecords, rank, command: str,
+                progress: bool, stop_after: str | None) -> None:
+    """The stages in order (module docstring): rank 0 alone, or every rank for the
+    data-parallel ones; a stage recorded as done is skipped."""
+    from maniflow_rl.utils import distributed as dp
+
     stage_fns: dict[str, Callable[[], dict[str, Any]]] = {
         "demos": lambda: _stage_demos(cfg, run_dir, progress),
         "pretrain": lambda: _stage_pretrain(cfg, run_dir, progress),
@@ -102,8 +116,6 @@ def run_pipeline(cfg: RunConfig, command: str = "", progress: bool = True,
             dp.wait_for_main()   # the other ranks wait for rank 0's stage
         if stage == stop_after:
             break
-    report_path = run_dir / "report.json"
-    return json.loads(report_path.read_text()) if report_path.is_file() else records.records
 
 
 def _run_stage(stage: str, fn: Callable[[], dict[str, Any]], records: StageRecords,
@@ -217,7 +229,8 @@ def machine_description() -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{platform.machine()} {os.cpu_count()} cores, {_memory_gb():.0f} GB RAM, {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+            f"Python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads in the main process)")
 
 
 def _memory_gb() -> float:

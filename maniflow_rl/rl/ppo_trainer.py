@@ -10,6 +10,9 @@ One iteration (one "rollout" in the seed's wording)::
     metrics = ppo_update(policy, optimizer, batch, config)
     lr_scheduler.step(); log every log_interval; eval every eval_interval; save every save_interval
 
+The rollout and the update run inside ``utils/threads.phase`` (torch threads of the installed
+``runtime`` policy; nothing without one).
+
 Faults and restarts: bad env values are caught by the collector (``PPOConfig.nonfinite_policy``),
 non-finite minibatch steps are skipped by the update and ``max_consecutive_skipped_updates`` of
 them in a row stop the run (:class:`NonFiniteTrainingError`); a checkpoint is only written when
@@ -58,6 +61,7 @@ from maniflow_rl.rl.ppo_update import consecutive_skipped_updates, ppo_update
 from maniflow_rl.rl.rollout_collector import (CollectorConfig, ManiFlowRolloutCollector,
                                               group_layout_seeds)
 from maniflow_rl.utils import distributed as dp
+from maniflow_rl.utils import threads
 from maniflow_rl.utils.checkpoint import (
     assert_finite_state,
     load_checkpoint_file,
@@ -187,7 +191,7 @@ class ManiFlowPPOTrainer:
                                        self.advantage_config.group_size)  # global env order
             self.env_runner.seed(seeds[dp.rank_env_slice(cfg.num_envs, self.dist.rank,
                                                          self.dist.world_size)])
-        with policy_autocast(cfg.autocast, self.device):
+        with policy_autocast(cfg.autocast, self.device), threads.phase("rollout"):
             batch, stats = self.collector.collect(cfg.num_steps_per_rollout,
                                                   fresh_episodes=self.fresh_episode_rollouts)
         t_rollout = time.perf_counter() - t0
@@ -197,7 +201,7 @@ class ManiFlowPPOTrainer:
         critic_only = self.iteration < cfg.critic_warmup_iterations
         bc = None if self.demo_regularizer is None else \
             (lambda: self.demo_regularizer.loss(self.policy))
-        with policy_autocast(cfg.autocast, self.device):
+        with policy_autocast(cfg.autocast, self.device), threads.phase("update"):
             update_metrics = ppo_update(self.policy, self.optimizer, batch, cfg,
                                         generator=self._generator, critic_only=critic_only,
                                         actor_params=self.actor_params,
@@ -383,7 +387,6 @@ class ManiFlowPPOTrainer:
             if self.imitation_checkpoint is None:
                 self.imitation_checkpoint = payload.get("imitation_checkpoint")
         return payload
-
 
     def _restore_rank_state(self, payload: dict[str, Any]) -> None:
         """This rank's RNG streams as saved; a rank the checkpoint did not have (more ranks

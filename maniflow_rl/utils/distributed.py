@@ -42,6 +42,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1   # ranks on this node (they split its cores: utils/threads.py)
 
     @property
     def enabled(self) -> bool:
@@ -54,15 +55,19 @@ class DistInfo:
 
 # ------------------------------------------------------------------------------ pure functions
 def dist_info_from_env(environ: Mapping[str, str] | None = None) -> DistInfo:
-    """Rank, world size and local rank from torchrun's variables (defaults: one process)."""
+    """Rank, world size, local rank and local world size from torchrun's variables (defaults:
+    one process)."""
     env = os.environ if environ is None else environ
     try:
         info = DistInfo(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
-                        int(env.get("LOCAL_RANK", 0)))
+                        int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", 1)))
     except ValueError as exc:
-        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({exc})") from None
+        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE must be integers "
+                         f"({exc})") from None
     if info.world_size < 1 or not 0 <= info.rank < info.world_size:
         raise ValueError(f"invalid RANK={info.rank} for WORLD_SIZE={info.world_size}")
+    if info.local_world_size < 1:
+        raise ValueError(f"invalid LOCAL_WORLD_SIZE={info.local_world_size}")
     return info
 
 
@@ -186,8 +191,9 @@ def unpack_gradients(params: Sequence[torch.nn.Parameter], flat: torch.Tensor) -
 def current_info() -> DistInfo:
     """This process's place (from the initialised process group, else one process)."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(),
-                        dist_info_from_env().local_rank)
+        local = dist_info_from_env()
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local.local_rank,
+                        local.local_world_size)
     return DistInfo()
 
 

@@ -24,6 +24,9 @@ BAD_VALUES = {
     "eval.episodes=0": "eval.episodes",
     "eval.num_envs=0": "eval.num_envs",
     "eval.video_episodes=-1": "eval.video_episodes",
+    "runtime.torch_threads=0": "runtime.torch_threads",
+    "runtime.torch_threads=all": "runtime.torch_threads",
+    "runtime.rollout_torch_threads=auto": "runtime.rollout_torch_threads",
 }
 
 

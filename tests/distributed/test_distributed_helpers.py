@@ -16,6 +16,11 @@ def test_dist_info_from_env():
         (3, 4, 1, True, False)
     with pytest.raises(ValueError, match="invalid RANK=4"):
         dp.dist_info_from_env({"RANK": "4", "WORLD_SIZE": "4"})
+    assert info.local_world_size == 1   # torchrun sets LOCAL_WORLD_SIZE: ranks on this node
+    assert dp.dist_info_from_env({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0",
+                                  "LOCAL_WORLD_SIZE": "2"}).local_world_size == 2
+    with pytest.raises(ValueError, match="invalid LOCAL_WORLD_SIZE=0"):
+        dp.dist_info_from_env({"LOCAL_WORLD_SIZE": "0"})
 
 
 def test_local_num_envs_and_slices():

@@ -25,8 +25,10 @@ def test_address_parsing_and_env_vars():
     with pytest.raises(ValueError, match="env.ray_address must be"):
         address_host_port("head")
     env = forwarded_env_vars({"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "2", "HOME": "/root"})
-    assert env == {"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1"}
+    # actors run one thread whatever the driver's OMP_NUM_THREADS (utils/threads.py)
+    assert env == {"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1",
+                   "VECLIB_MAXIMUM_THREADS": "1"}
 
 
 def test_unreachable_address_fails_fast():
@@ -84,6 +86,8 @@ def test_ray_backend_matches_multiprocessing(local_ray):
             if a["dones"].any():
                 _assert_same(a["final_obs"], b["final_obs"])
         assert a is not None and ray_runner.shape_meta == mp_runner.shape_meta
+        for runner in (ray_runner, mp_runner):   # one torch thread per worker (issue 14)
+            assert [r["torch_threads"] for r in runner.worker_thread_reports()] == [1, 1]
 
 
 def test_dead_worker_is_restarted_and_its_episode_truncated(local_ray):

@@ -10,6 +10,9 @@ runners), instead of a ``multiprocessing`` worker.
 * A worker that dies (its node is lost, it is killed, it crashes) is replaced by a new actor
   whose envs start their next episode: the step reports those envs' episodes as truncated
   (reward 0, ``final_obs`` = their last observation), and training goes on.
+* Threads: every actor runs one thread (``utils/threads.py``): its environment has
+  ``OMP_NUM_THREADS`` and the other thread variables = 1 (not the driver's values) and it
+  calls ``limit_worker_threads`` before building its envs.
 * Ray is optional: ``pip install 'maniflow-rl[distributed]'``.
 """
 
@@ -22,10 +25,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from maniflow_rl.utils.threads import worker_thread_env
+
 log = logging.getLogger("maniflow_rl")
 
-FORWARDED_ENV_VARS = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "OMP_NUM_THREADS",
-                      "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+FORWARDED_ENV_VARS = ("MUJOCO_GL", "PYOPENGL_PLATFORM")
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -71,13 +75,11 @@ def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> 
 
 
 def forwarded_env_vars(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Rendering / threading variables the env actors need (the driver's values; one BLAS
-    thread per actor unless set)."""
+    """The env actors' variables: the driver's rendering ones, and one thread (every thread
+    variable = 1, whatever the driver's values: ``utils/threads.py``)."""
     environ = dict(os.environ if environ is None else environ)
-    out = {k: environ[k] for k in FORWARDED_ENV_VARS if k in environ}
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        out.setdefault(k, "1")
-    return out
+    return {**{k: environ[k] for k in FORWARDED_ENV_VARS if k in environ},
+            **worker_thread_env()}
 
 
 def connect(address: str | None, num_workers: int):
@@ -104,10 +106,10 @@ class RayEnvWorkers:
 
     def __init__(self, task: str, env_kwargs: dict[str, Any], block_sizes: Sequence[int],
                  address: str | None = None):
-        from maniflow_rl.envs.metaworld.vector_runner import _EnvGroup
+        from maniflow_rl.envs.metaworld.vector_runner import WorkerEnvGroup
 
         self.ray = connect(address, len(block_sizes))
-        self._actor_class = self.ray.remote(num_cpus=1, max_restarts=0)(_EnvGroup)
+        self._actor_class = self.ray.remote(num_cpus=1, max_restarts=0)(WorkerEnvGroup)
         self.task, self.env_kwargs, self.block_sizes = task, dict(env_kwargs), list(block_sizes)
         self.actors = [self._start(k) for k in range(len(self.block_sizes))]
         self._last_obs: list[dict[str, np.ndarray] | None] = [None] * len(self.actors)

@@ -16,6 +16,9 @@
   a plain ``reset()`` continues them.
 * Workers exit when the runner is closed, when the parent exits (daemon processes), or when
   the parent dies (their pipe reaches EOF).
+* Threads (``utils/threads.py``): every worker runs one thread (``OMP_NUM_THREADS`` and the
+  other thread variables = 1, whatever the parent's values; torch, if a worker loads it, 1
+  thread); ``worker_thread_reports()`` returns what each worker sees.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from maniflow_rl.utils.threads import limit_worker_threads, thread_report, worker_environment
+
 log = logging.getLogger("maniflow_rl")
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 RUNNER_BACKENDS = ("multiprocessing", "ray")
 
 
@@ -93,9 +97,22 @@ class _EnvGroup:
     def render_rgb(self, index: int, width: int, height: int, camera: Any) -> np.ndarray:
         return self.envs[index].render_rgb(width, height, camera)
 
+    def thread_report(self) -> dict[str, Any]:
+        """Torch threads and thread variables of the process hosting this block."""
+        return thread_report()
+
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+class WorkerEnvGroup(_EnvGroup):
+    """The body of a worker process or Ray actor: one thread (``limit_worker_threads``) before
+    the envs are built."""
+
+    def __init__(self, task: str, env_kwargs: dict[str, Any], count: int) -> None:
+        limit_worker_threads()
+        super().__init__(task, env_kwargs, count)
 
 
 def _worker_main(conn, task: str, env_kwargs: dict[str, Any], count: int) -> None:
@@ -103,7 +120,7 @@ def _worker_main(conn, task: str, env_kwargs: dict[str, Any], count: int) -> Non
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     group = None
     try:
-        group = _EnvGroup(task, env_kwargs, count)
+        group = WorkerEnvGroup(task, env_kwargs, count)
         conn.send(("ok", None))
         while True:
             try:
@@ -254,6 +271,10 @@ class MetaWorldEnvRunner:
         local = int(env_index - self._blocks[block][0])
         return self._call(block, "render_rgb", (local, width, height, camera))
 
+    def worker_thread_reports(self) -> list[dict[str, Any]]:
+        """``thread_report()`` of every worker (of this process with ``num_workers=0``)."""
+        return self._call_all("thread_report", [()] * len(self._blocks))
+
     def close(self) -> None:
         if self._closed:
             return
@@ -298,9 +319,7 @@ class MetaWorldEnvRunner:
 
     def _start_workers(self, start_method: str) -> None:
         ctx = mp.get_context(start_method)
-        saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-        os.environ.update({k: "1" for k, v in saved.items() if v is None})  # 1 BLAS thread
-        try:
+        with worker_environment():   # one thread per worker (spawn copies os.environ)
             for block in self._blocks:
                 parent_conn, child_conn = ctx.Pipe()
                 proc = ctx.Process(target=_worker_main, daemon=True,
@@ -309,10 +328,6 @@ class MetaWorldEnvRunner:
                 child_conn.close()
                 self._procs.append(proc)
                 self._conns.append(parent_conn)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
         try:
             for k in range(len(self._procs)):
                 self._receive(k)  # ready handshake (or the worker's construction error)
