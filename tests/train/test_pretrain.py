@@ -103,7 +103,7 @@ def test_bad_configs_fail_before_training(dataset, tmp_path):
     with pytest.raises(ValueError, match="unknown"):
         run_pretraining(tiny_pretrain_config(dataset, tmp_path,
                                              policy_config={"not_a_field": 1}), progress=False)
-    with pytest.raises(ValueError, match="needs a task"):
+    with pytest.raises(ValueError, match="need a task"):
         run_pretraining(tiny_pretrain_config(dataset, tmp_path, eval_every_epochs=1),
                         progress=False)
     with pytest.raises(ValueError, match="batch_size"):
