@@ -185,11 +185,14 @@ class PretrainStageConfig:
     max_train_steps: int | None = None
     ema_decay: float = 0.9999
     seed: int = 0
+    select_every_steps: int = 0   # >0: validation rollouts every N steps -> best.pt is used
+    select_episodes: int = 20     # episodes per validation (validation seeds, never eval's)
 
     def validate(self) -> "PretrainStageConfig":
-        for name in ("num_epochs", "batch_size", "checkpoint_every_epochs"):
+        for name in ("num_epochs", "batch_size", "checkpoint_every_epochs", "select_episodes"):
             require_int("pretrain", name, getattr(self, name), 1)
         require_int("pretrain", "warmup_steps", self.warmup_steps, 0)
+        require_int("pretrain", "select_every_steps", self.select_every_steps, 0)
         if self.max_train_steps is not None:
             require_int("pretrain", "max_train_steps", self.max_train_steps, 1)
         if not self.lr > 0:

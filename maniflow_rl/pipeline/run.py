@@ -5,7 +5,8 @@ Run directory::
 
     config.yaml  command.txt  stages.json        the config used, the command, stage records
     demos.zarr/                                  scripted-expert demonstrations (DP3 layout)
-    pretrain/checkpoints/latest.pt  pretrain/tb/ imitation training (resumes mid-stage)
+    pretrain/checkpoints/latest.pt  pretrain/tb/ imitation training (resumes mid-stage);
+    pretrain/checkpoints/best.pt     with pretrain.select_every_steps: the one evaluated/fine-tuned
     eval_pretrain.json                           imitation baseline (fixed eval seeds)
     finetune/latest.pt  finetune/metrics.jsonl   PPO (resumes mid-stage)  finetune/tb/
     eval_finetune.json  videos/                  fine-tuned policy (same seeds, same count)
@@ -161,13 +162,21 @@ def _stage_pretrain(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, 
                           checkpoint_every_epochs=stage.checkpoint_every_epochs,
                           max_train_steps=stage.max_train_steps, ema_decay=stage.ema_decay,
                           seed=stage.seed, device=cfg.ppo.device, policy_config=dict(cfg.policy),
-                          env_kwargs=cfg.env.env_kwargs(), eval_every_epochs=0)
+                          env_kwargs=cfg.env.env_kwargs(), eval_every_epochs=0,
+                          select_every_steps=stage.select_every_steps,
+                          select_episodes=stage.select_episodes,
+                          eval_num_envs=cfg.eval.num_envs)
     summary = run_pretraining(pcfg, progress=progress)
-    return {"env_steps": 0, "summary": _jsonable(summary)}
+    env_steps = sum(int(r.get("num_env_steps", 0)) for r in summary["selection"])
+    return {"env_steps": env_steps, "summary": _jsonable(summary)}
 
 
 def pretrain_checkpoint(run_dir: Path) -> Path:
-    return run_dir / "pretrain" / "checkpoints" / "latest.pt"
+    """The imitation policy the run evaluates and fine-tunes: ``best.pt`` (selected on
+    validation seeds) when pretraining selected one, else the last checkpoint."""
+    checkpoints = run_dir / "pretrain" / "checkpoints"
+    best = checkpoints / "best.pt"
+    return best if best.exists() else checkpoints / "latest.pt"
 
 
 def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> dict[str, Any]:
@@ -193,7 +202,7 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> di
         result = evaluate_policy(policy, runner, cfg.eval.episodes, seed=cfg.eval.seed,
                                  video_path=video, num_video_episodes=cfg.eval.video_episodes,
                                  progress=progress)
-    result = _jsonable(result)
+    result = {**_jsonable(result), "checkpoint": str(checkpoint.relative_to(run_dir))}
     (run_dir / f"eval_{which}.json").write_text(json.dumps(result, indent=2))
     return {"env_steps": int(result["num_env_steps"]), "success_rate": result["success_rate"]}
 

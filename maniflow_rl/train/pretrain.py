@@ -45,6 +45,7 @@ from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
+from maniflow_rl.utils.threads import limit_worker_threads
 
 log = logging.getLogger("maniflow_rl")
 
@@ -124,7 +125,8 @@ class _Run:
         self.generator = torch.Generator()
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=cfg.batch_size, shuffle=True, generator=self.generator,
-            num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+            num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+            worker_init_fn=limit_worker_threads)
         steps = cfg.num_epochs * len(self.loader)
         self.total_steps = min(steps, cfg.max_train_steps or steps)
 
@@ -250,7 +252,8 @@ class _Run:
                                  device=self.device, progress=False)
         success = float(result["success_rate"])
         best = max((r["success_rate"] for r in self.selection), default=None)
-        self.selection.append({"step": self.global_step, "success_rate": success})
+        self.selection.append({"step": self.global_step, "success_rate": success,
+                               "num_env_steps": int(result.get("num_env_steps", 0))})
         logger.log({"select/success_rate": success}, self.global_step)
         if is_new_best(success, best):
             save_checkpoint_atomic({**self._payload(), "selected_on": "validation seeds"},

@@ -84,3 +84,16 @@ def test_bad_task_and_bad_override_fail_before_work(tmp_path, capsys):
     assert cli_main(["run", "--out", str(tmp_path / "r"), "ppo.learning_rat=1"]) == 1
     assert "learning_rat" in capsys.readouterr().err
     assert not (tmp_path / "r" / "demos.zarr").exists()
+
+
+def test_run_evaluates_the_checkpoint_selected_on_validation_seeds(tmp_path):
+    run_dir = tmp_path / "run"
+    assert _run(run_dir, "--stop-after", "eval_pretrain", "pretrain.num_epochs=3",
+                "pretrain.select_every_steps=2", "pretrain.select_episodes=1") == 0
+    best = run_dir / "pretrain" / "checkpoints" / "best.pt"
+    assert best.is_file()
+    assert json.loads((run_dir / "eval_pretrain.json").read_text())["checkpoint"] == \
+        "pretrain/checkpoints/best.pt"
+    stage = json.loads((run_dir / "stages.json").read_text())["pretrain"]
+    assert stage["env_steps"] > 0                      # the validation rollouts are counted
+    assert [r["step"] for r in stage["summary"]["selection"]][:2] == [2, 4]
