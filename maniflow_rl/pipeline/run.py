@@ -180,13 +180,24 @@ def pretrain_checkpoint(run_dir: Path) -> Path:
 
 
 def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> dict[str, Any]:
+    checkpoint = pretrain_checkpoint(run_dir) if which == "pretrain" else \
+        run_dir / "finetune" / "latest.pt"
+    video = run_dir / "videos" / f"{which}.mp4" if cfg.eval.video_episodes > 0 else None
+    result = {**evaluate_checkpoint(cfg, checkpoint, video, progress),
+              "checkpoint": str(checkpoint.relative_to(run_dir))}
+    (run_dir / f"eval_{which}.json").write_text(json.dumps(result, indent=2))
+    return {"env_steps": int(result["num_env_steps"]), "success_rate": result["success_rate"]}
+
+
+def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = None,
+                        progress: bool = False) -> dict[str, Any]:
+    """The run's evaluation (``eval`` section: episodes, seeds, envs; ``finetune_policy``
+    sampling) of an imitation, PPO or DSRL checkpoint; JSON-ready."""
     from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
     from maniflow_rl.evaluation.evaluate import evaluate_policy
     from maniflow_rl.pipeline.finetune import policy_from_checkpoint
     from maniflow_rl.utils.checkpoint import load_checkpoint_file
 
-    checkpoint = pretrain_checkpoint(run_dir) if which == "pretrain" else \
-        run_dir / "finetune" / "latest.pt"
     payload = load_checkpoint_file(checkpoint, expected_kind=("pretrain", "ppo", "dsrl"))
     # before and after RL the policy samples with the same settings (finetune_policy)
     if payload["kind"] == "dsrl":
@@ -195,16 +206,13 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> di
         policy = steered_policy_from_checkpoint(payload)
     else:
         policy = policy_from_checkpoint(payload, cfg.finetune_policy)
-    video = run_dir / "videos" / f"{which}.mp4" if cfg.eval.video_episodes > 0 else None
     with MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
                             num_workers=cfg.env.num_workers, **cfg.env.runner_kwargs(),
                             **cfg.env.env_kwargs()) as runner:
         result = evaluate_policy(policy, runner, cfg.eval.episodes, seed=cfg.eval.seed,
                                  video_path=video, num_video_episodes=cfg.eval.video_episodes,
                                  progress=progress)
-    result = {**_jsonable(result), "checkpoint": str(checkpoint.relative_to(run_dir))}
-    (run_dir / f"eval_{which}.json").write_text(json.dumps(result, indent=2))
-    return {"env_steps": int(result["num_env_steps"]), "success_rate": result["success_rate"]}
+    return _jsonable(result)
 
 
 def _stage_finetune(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
