@@ -33,7 +33,6 @@ counts 0, the bad frame is replaced by the env's previous frame, the decision po
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any

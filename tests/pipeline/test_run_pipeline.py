@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from maniflow_rl.cli.main import main as cli_main
 

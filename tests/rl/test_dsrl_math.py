@@ -3,7 +3,6 @@ transitions and the replay buffer, against independent computations and hand exa
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
