@@ -187,6 +187,7 @@ class PretrainStageConfig:
     seed: int = 0
     select_every_steps: int = 0   # >0: validation rollouts every N steps -> best.pt is used
     select_episodes: int = 20     # episodes per validation (validation seeds, never eval's)
+    keep_epoch_checkpoints: bool = False   # epoch_XXXX.pt besides latest.pt / best.pt
 
     def validate(self) -> "PretrainStageConfig":
         for name in ("num_epochs", "batch_size", "checkpoint_every_epochs", "select_episodes"):
