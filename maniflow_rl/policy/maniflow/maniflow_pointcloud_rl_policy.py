@@ -132,7 +132,9 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
 
     # ------------------------------------------------------------------ observations
     def validate_obs(self, obs: Mapping[str, Any]) -> int:
-        """Check ``obs[k]`` is ``[B, To, *shape]`` for every key; return B (ValueError if not)."""
+        """Check ``obs[k]`` is ``[B, To, *shape]`` for every key; return B (ValueError if not).
+        A point cloud may also hold exactly ``min(num_point_tokens, N)`` points: frames already
+        cut to the encoder's tokens (``data/point_token_cache.py``)."""
         if not isinstance(obs, Mapping):
             raise ValueError(f"obs must be a dict of arrays, got {type(obs).__name__}")
         missing = [k for k in self.obs_shapes if k not in obs]
