@@ -59,7 +59,29 @@ class RunConfig:
         self.ppo.validate()
         self.advantage.validate()
         self.dsrl.validate()
+        self._check_layout_seeds()
         return self
+
+    def _check_layout_seeds(self) -> None:
+        """Demos, validation rollouts and evaluations must never share a layout. An env's
+        episode layouts are a function of its base seed (``derive_episode_seed``), so their
+        base seeds must differ: demos ``demos.seed``, evaluation ``eval.seed + i``, validation
+        ``pretrain.seed + VALIDATION_SEED_OFFSET + i`` (i < eval.num_envs)."""
+        from maniflow_rl.train.checkpoint_selection import validation_seed
+
+        envs = range(self.eval.num_envs)
+        evaluation = {self.eval.seed + i for i in envs}
+        if self.demos.seed in evaluation:
+            raise ValueError(f"demos.seed={self.demos.seed} is an evaluation seed (eval.seed="
+                             f"{self.eval.seed} + env index): the demos would be test layouts")
+        if self.pretrain.select_every_steps:
+            validation = {validation_seed(self.pretrain.seed) + i for i in envs}
+            clash = sorted(validation & (evaluation | {self.demos.seed}))
+            if clash:
+                raise ValueError(f"pretrain validation seeds {sorted(validation)} overlap the "
+                                 f"evaluation seeds (eval.seed={self.eval.seed}) or demos.seed="
+                                 f"{self.demos.seed} at {clash}: change eval.seed or "
+                                 f"pretrain.seed")
 
 
 def dummy_ppo_defaults() -> PPOConfig:

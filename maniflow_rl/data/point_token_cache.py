@@ -4,9 +4,11 @@ The encoder keeps ``num_point_tokens`` points of each frame, picked by farthest 
 on the normalized xyz (or a fixed stride): deterministic given the frame and the normalizer,
 so the pick is the same in every epoch, and computing it at every training step (for the
 student and again for the EMA teacher) cost ~30 % of a pretraining step on CPU. Cut once when
-the dataset is built, the frames are ``[T, k, C]``; the encoder takes a cloud of at most
-``num_point_tokens`` points as already sampled (``PointNetTokenizer.forward``), so the tokens
-are the ones the full frames give, in the same order (``tests/data/test_point_token_cache.py``).
+the dataset is built, the frames are ``[T, k, C]``; the encoder takes a cloud of exactly
+``num_point_tokens`` (< N) points as already sampled (``PointNetTokenizer.forward``), so the
+tokens are the ones the full frames give, in the same order
+(``tests/data/test_point_token_cache.py``). Clouds of at most ``num_point_tokens`` points are
+left as they are (the encoder samples them as before).
 
 The cut frames stay in raw units (the normalizer is per-channel affine, so normalizing the kept
 points equals keeping the normalized points). Augmentations that move points (jitter) apply
@@ -25,6 +27,8 @@ def presample_point_cloud(policy, obs_key: str, frames: np.ndarray,
     """Raw frames ``[T, N, C]`` -> the raw points ``[T, k, C]`` that ``policy``'s encoder keeps
     (``k = min(num_point_tokens, N)``), picked on the normalized xyz as the encoder does."""
     tokenizer = policy.obs_encoder.tokenizers[obs_key]
+    if frames.shape[1] <= tokenizer.num_tokens:     # nothing to cut: the encoder samples it
+        return np.asarray(frames, dtype=np.float32)
     kept = []
     for start in range(0, len(frames), chunk):
         raw = torch.as_tensor(frames[start:start + chunk], dtype=torch.float32,

@@ -165,6 +165,7 @@ def _stage_pretrain(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, 
                           env_kwargs=cfg.env.env_kwargs(), eval_every_epochs=0,
                           select_every_steps=stage.select_every_steps,
                           select_episodes=stage.select_episodes,
+                          select_policy_overrides=dict(cfg.finetune_policy),
                           keep_epoch_checkpoints=stage.keep_epoch_checkpoints,
                           eval_num_envs=cfg.eval.num_envs)
     summary = run_pretraining(pcfg, progress=progress)

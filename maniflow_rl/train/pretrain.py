@@ -35,7 +35,9 @@ from maniflow_rl.data.dataset import (PointCloudSequenceDataset, infer_shape_met
                                       load_replay_buffer)
 from maniflow_rl.data.point_token_cache import cache_dataset_point_tokens
 from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy, make_env_runner
-from maniflow_rl.train.checkpoint_selection import best_k_mean, is_new_best, validation_seed
+from maniflow_rl.train.checkpoint_selection import (best_k_mean, best_record,
+                                                    reconcile_best_checkpoint, validation_due,
+                                                    validation_policy, validation_seed)
 from maniflow_rl.train.ema import EMAModel
 from maniflow_rl.train.pretrain_config import PretrainConfig
 from maniflow_rl.train.lr_schedule import cosine_with_warmup
@@ -143,6 +145,8 @@ class _Run:
         latest = self.ckpt_dir / "latest.pt"
         if cfg.resume and latest.exists():
             self._restore(latest)
+            reconcile_best_checkpoint(self.ckpt_dir / "best.pt", self.selection,
+                                      self.global_step, self._save_best)
         if cfg.cache_point_tokens:   # after the normalizer is fitted (or restored)
             cache_dataset_point_tokens(self.dataset, self.policy)
 
@@ -188,10 +192,20 @@ class _Run:
         log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.global_step)
 
     def save(self) -> Path:
+        """``latest.pt`` (and ``epoch_XXXX.pt``); then ``best.pt`` when this step's validation is
+        the best so far (written after latest.pt, see ``checkpoint_selection.py``)."""
         payload = self._payload()
         if self.cfg.keep_epoch_checkpoints:
             save_checkpoint_atomic(payload, self.ckpt_dir / f"epoch_{self.epoch:04d}.pt")
-        return save_checkpoint_atomic(payload, self.ckpt_dir / "latest.pt")
+        latest = save_checkpoint_atomic(payload, self.ckpt_dir / "latest.pt")
+        best = best_record(self.selection)
+        if best is not None and best["step"] == self.global_step:
+            self._save_best(payload)
+        return latest
+
+    def _save_best(self, payload: dict[str, Any] | None = None) -> None:
+        save_checkpoint_atomic({**(payload or self._payload()), "selected_on": "validation seeds"},
+                               self.ckpt_dir / "best.pt")
 
     # ------------------------------------------------------------------ loops
     def done(self) -> bool:
@@ -216,8 +230,6 @@ class _Run:
             self.ema.step(self.policy)
             self.global_step += 1
             losses.append(loss.item())
-            if self.cfg.select_every_steps and self.global_step % self.cfg.select_every_steps == 0:
-                self.select_checkpoint(logger)
             lr = self.optimizer.param_groups[0]["lr"]
             logger.log({"train/loss": losses[-1], "train/lr": lr, **_scalars(info, "train")},
                        self.global_step)
@@ -243,23 +255,22 @@ class _Run:
                 weights.append(len(batch["action"]))
         return float(np.average(losses, weights=weights))
 
-    def select_checkpoint(self, logger: MetricLogger) -> None:
-        """Validation rollouts of the EMA policy; ``best.pt`` if it is the best so far.
+    def validate_in_env(self, logger: MetricLogger) -> float:
+        """Validation rollouts of the EMA policy, sampling as the evaluation does; recorded in
+        ``selection`` (the next :meth:`save` writes ``best.pt`` if it is the best).
         ``evaluate_policy`` leaves the training RNG streams as they were, so the data order and
         the loss noise of a run do not depend on whether it validates."""
-        result = evaluate_policy(self.ema.averaged_model, self.env_runner,
-                                 self.cfg.select_episodes, seed=validation_seed(self.cfg.seed),
-                                 device=self.device, progress=False)
+        policy = validation_policy(self.ema.averaged_model, self.cfg.select_policy_overrides)
+        result = evaluate_policy(policy, self.env_runner, self.cfg.select_episodes,
+                                 seed=validation_seed(self.cfg.seed), device=self.device,
+                                 progress=False)
         success = float(result["success_rate"])
-        best = max((r["success_rate"] for r in self.selection), default=None)
         self.selection.append({"step": self.global_step, "success_rate": success,
                                "num_env_steps": int(result.get("num_env_steps", 0))})
         logger.log({"select/success_rate": success}, self.global_step)
-        if is_new_best(success, best):
-            save_checkpoint_atomic({**self._payload(), "selected_on": "validation seeds"},
-                                   self.ckpt_dir / "best.pt")
         log.info("step %d | validation success %.2f (best %.2f)", self.global_step, success,
-                 max(success, best or 0.0))
+                 best_record(self.selection)["success_rate"])
+        return success
 
     def evaluate(self, progress: bool) -> dict[str, Any]:
         cfg = self.cfg
@@ -313,10 +324,14 @@ def run_pretraining(cfg: PretrainConfig, env_runner_factory: Callable[[], Any] |
                             ("success_rate", "ci_low", "ci_high", "mean_return", "mean_length")},
                            run.global_step)
             logger.log({"train/epoch_loss": train_loss}, run.global_step)
+            validated = validation_due(run.selection, run.global_step, cfg.select_every_steps,
+                                       run.done())
+            if validated:
+                record["validation_success_rate"] = run.validate_in_env(logger)
             run.history.append(record)
             log.info("epoch %d | step %d | %s", run.epoch, run.global_step,
                      " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
-            if run.epoch % cfg.checkpoint_every_epochs == 0 or run.done():
+            if validated or run.epoch % cfg.checkpoint_every_epochs == 0 or run.done():
                 checkpoint = run.save()
             logger.flush()
     finally:

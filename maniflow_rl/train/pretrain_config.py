@@ -26,6 +26,7 @@ class PretrainConfig:
     eval_every_epochs: int = 0            # 0: no evaluation in the env (evaluation seeds)
     select_every_steps: int = 0           # >0: roll out on validation seeds every N steps and
     select_episodes: int = 20             # keep checkpoints/best.pt (checkpoint_selection.py)
+    select_policy_overrides: dict = field(default_factory=dict)   # their sampling (e.g. K)
     eval_episodes: int = 20
     eval_num_envs: int = 1
     eval_max_steps: int | None = None
@@ -51,13 +52,12 @@ class PretrainConfig:
         if not Path(self.dataset_path).exists():
             raise FileNotFoundError(f"dataset not found: {self.dataset_path}")
         positive = ("num_epochs", "batch_size", "eval_episodes", "eval_num_envs",
-                    "checkpoint_every_epochs")
+                    "checkpoint_every_epochs", "select_episodes")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "eval_every_epochs", "num_workers", "select_every_steps",
-                     "select_episodes"):
+        for name in ("warmup_steps", "eval_every_epochs", "num_workers", "select_every_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_train_steps is not None and self.max_train_steps < 1:

@@ -27,6 +27,10 @@ BAD_VALUES = {
     "runtime.torch_threads=0": "runtime.torch_threads",
     "runtime.torch_threads=all": "runtime.torch_threads",
     "runtime.rollout_torch_threads=auto": "runtime.rollout_torch_threads",
+    "pretrain.select_every_steps=-1": "pretrain.select_every_steps",
+    "pretrain.select_episodes=0": "pretrain.select_episodes",
+    "eval.seed=200000": "pretrain validation seeds",      # = the default validation bases
+    "demos.seed=100001": "demos.seed",                     # the second evaluation env's base
 }
 
 

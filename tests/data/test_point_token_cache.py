@@ -123,3 +123,22 @@ def test_replace_array_checks_length_and_backend(tmp_path):
         buffer.replace_array("nope", np.zeros((96, 8, 3)))
     with pytest.raises(ReplayBufferError, match="in-memory"):
         ReplayBuffer.open_zarr(data).replace_array("point_cloud", np.zeros((96, 8, 3)))
+
+
+@pytest.mark.parametrize("num_points", [16, 12])
+def test_clouds_no_larger_than_the_tokens_are_sampled_as_before(num_points):
+    """N <= num_point_tokens: the cache leaves the frames alone and the encoder still runs FPS
+    (which reorders the points and, with duplicates, repeats point picks) as it always did."""
+    meta = {"obs": {"point_cloud": {"shape": [num_points, 3], "type": "point_cloud"},
+                    "agent_pos": {"shape": [9], "type": "low_dim"}}, "action": {"shape": [4]}}
+    policy = make_policy(meta, num_point_tokens=16).eval()
+    obs = make_obs(meta, batch=3, seed=4)
+    obs["point_cloud"][:, :, 1] = obs["point_cloud"][:, :, 0]          # duplicate points
+    frames = obs["point_cloud"].flatten(0, 1).numpy()
+    np.testing.assert_array_equal(presample_point_cloud(policy, "point_cloud", frames), frames)
+    tokenizer = policy.obs_encoder.tokenizers["point_cloud"]
+    normalized = policy.normalizer.normalize("point_cloud", obs["point_cloud"].flatten(0, 1))
+    idx = farthest_point_indices(normalized, num_points)
+    picked = torch.gather(normalized, 1, idx.unsqueeze(-1).expand(-1, -1, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(tokenizer(normalized), tokenizer.point_mlp(picked))

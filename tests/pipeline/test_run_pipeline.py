@@ -95,4 +95,5 @@ def test_run_evaluates_the_checkpoint_selected_on_validation_seeds(tmp_path):
         "pretrain/checkpoints/best.pt"
     stage = json.loads((run_dir / "stages.json").read_text())["pretrain"]
     assert stage["env_steps"] > 0                      # the validation rollouts are counted
-    assert [r["step"] for r in stage["summary"]["selection"]][:2] == [2, 4]
+    steps = [r["step"] for r in stage["summary"]["selection"]]
+    assert len(steps) >= 2 and all(b // 2 > a // 2 for a, b in zip(steps, steps[1:]))

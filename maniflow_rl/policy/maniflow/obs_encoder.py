@@ -109,9 +109,10 @@ class PointNetTokenizer(nn.Module):
     """``[M, N, C] -> [M, num_tokens, D]`` per-point tokens of a subsampled cloud."""
 
     def __init__(self, in_channels: int, hidden_dims: tuple, out_dim: int, num_tokens: int,
-                 sampling: str):
+                 sampling: str, num_points: int | None = None):
         super().__init__()
         self.num_tokens = num_tokens
+        self.num_points = num_points       # N of shape_meta (None: unknown, never pre-cut)
         self.sampling = sampling
         self.point_mlp = mlp([in_channels, *hidden_dims, out_dim])
 
@@ -125,12 +126,12 @@ class PointNetTokenizer(nn.Module):
         return stride_indices(n, k, xyz.device).expand(m, k)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """A cloud of at most ``num_tokens`` points is taken as already subsampled (a cache of
-        :meth:`sample_indices`' picks, in pick order): sampling it again would keep every point
-        in the same order (each farthest pick of the full cloud is in the subset), so it is
-        used as is."""
+        """A cloud of exactly ``num_tokens < num_points`` points is taken as already cut (a
+        cache of :meth:`sample_indices`' picks, in pick order): sampling it again would keep
+        every point in the same order (each farthest pick of the full cloud is in the subset),
+        so it is used as is. Any other cloud is sampled."""
         m, n, c = points.shape
-        if n > self.num_tokens:
+        if not (self.num_points is not None and n == self.num_tokens < self.num_points):
             idx = self.sample_indices(points[..., :3])
             points = torch.gather(points, 1, idx.unsqueeze(-1).expand(m, idx.shape[1], c))
         return self.point_mlp(points)
@@ -172,7 +173,7 @@ class ObservationEncoder(nn.Module):
         for key in self.point_keys:
             self.tokenizers[key] = PointNetTokenizer(
                 obs_meta[key]["shape"][1], pointnet_hidden_dims, out_dim, num_point_tokens,
-                point_sampling)
+                point_sampling, num_points=obs_meta[key]["shape"][0])
         for key in self.rgb_keys:
             self.tokenizers[key] = ImageTokenizer(
                 obs_meta[key]["shape"][0], cnn_channels, out_dim, image_token_grid)
