@@ -61,12 +61,11 @@ def task_row(cfg, run_dir: Path, task: str, wall_s: float) -> dict:
 
 
 def _selected_step(summary: dict) -> int | None:
-    """Step of best.pt: the last step with the highest validation success (ties: later)."""
-    curve = summary.get("selection") or []
-    if not curve:
-        return None
-    best = max(r["success_rate"] for r in curve)
-    return [r["step"] for r in curve if r["success_rate"] == best][-1]
+    """Step of best.pt (``checkpoint_selection.best_record``: ties go to the later step)."""
+    from maniflow_rl.train.checkpoint_selection import best_record
+
+    best = best_record(summary.get("selection") or [])
+    return None if best is None else best["step"]
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from maniflow_rl.utils.checkpoint import load_checkpoint_file
+
 log = logging.getLogger("maniflow_rl")
 
 VALIDATION_SEED_OFFSET = 200_000
@@ -82,7 +84,7 @@ def reconcile_best_checkpoint(path: Path, records: Sequence[dict], step: int,
     step is ``step`` (a kill between latest.pt and best.pt); a ``best.pt`` of another step is
     renamed ``best.superseded_step<N>.pt`` (nothing is deleted) when it is not the best record."""
     best = best_record(records)
-    saved_step = (int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    saved_step = (int(load_checkpoint_file(path, expected_kind="pretrain")["global_step"])
                   if path.exists() else None)
     if best is None or saved_step == best["step"]:
         if best is None and saved_step is not None:
