@@ -5,12 +5,20 @@ An env runner is a vectorized environment with auto-reset inside ``step``::
     reset() -> dict[str, np.ndarray]          each key [num_envs, *shape], one frame
     step(actions [num_envs, Da]) -> dict      obs, rewards, dones (+ truncated, success, final_obs)
 
+Optional: a runner with ``accepts_active_mask = True`` takes ``step(actions, active=mask)``
+(bool ``[num_envs]``) and *holds* the envs outside the mask: they are not stepped, their row of
+``obs`` is their newest observation again, reward 0, no success, no done. The rollout collector
+holds an env for the rest of a chunk once its episode has ended, so the new episode does not
+start with the old episode's leftover actions; without the flag those sub-steps run in the new
+episode (gymnasium vector envs cannot skip an env).
+
 ``normalize_step_output`` validates a step dict and fills the optional keys, so consumers (the
 rollout collector) can rely on every key being present.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -24,7 +32,8 @@ PER_ENV_STEP_KEYS = ("rewards", "dones", "truncated", "success")
 class EnvRunner(Protocol):
     """What the rollout collector needs from an environment (see module docstring).
 
-    Optional members: ``seed(seeds)``, ``close()``, ``max_episode_steps``.
+    Optional members: ``seed(seeds)``, ``close()``, ``max_episode_steps``,
+    ``accepts_active_mask`` with ``step(actions, active=None)``.
     """
 
     num_envs: int
@@ -97,6 +106,29 @@ def validate_step_output(out: Mapping[str, Any], num_envs: int) -> None:
         if stray.any():
             raise ValueError(f"env step output has truncated=True where dones=False "
                              f"(envs {np.flatnonzero(stray).tolist()})")
+
+
+def accepts_active_mask(env_runner: Any) -> bool:
+    """Whether ``env_runner.step`` holds envs: ``accepts_active_mask`` is set and ``step``
+    takes an ``active`` argument (a subclass overriding ``step`` without it does not)."""
+    if not getattr(env_runner, "accepts_active_mask", False):
+        return False
+    try:
+        params = inspect.signature(env_runner.step).parameters
+    except (TypeError, ValueError):
+        return False
+    return "active" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def check_active_mask(active: Any, num_envs: int) -> np.ndarray:
+    """``active`` of ``step(actions, active=...)`` as a bool ``[num_envs]`` array (None: all
+    envs step). Raises ValueError for another shape."""
+    if active is None:
+        return np.ones(num_envs, dtype=bool)
+    mask = np.asarray(active, dtype=bool)
+    if mask.shape != (num_envs,):
+        raise ValueError(f"active must be a bool mask of shape ({num_envs},), got {mask.shape}")
+    return mask
 
 
 @dataclass

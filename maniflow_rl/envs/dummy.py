@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from maniflow_rl.envs.base import obs_meta_of
+from maniflow_rl.envs.base import check_active_mask, obs_meta_of
 
 GOAL_DIM = 3
 POINT_SPREAD = 0.1
@@ -106,6 +106,9 @@ class ManiFlowDummyEnvRunner:
         self._rng = np.random.default_rng(seed)
         self._goals = np.zeros((self.num_envs, GOAL_DIM))
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self._obs: dict[str, np.ndarray] | None = None   # newest observation (held envs)
+
+    accepts_active_mask = True   # step(actions, active=...) holds the envs outside the mask
 
     # ------------------------------------------------------------------ interface
     def seed(self, seeds: int | Sequence[int] | None) -> None:
@@ -131,28 +134,38 @@ class ManiFlowDummyEnvRunner:
         self._goals = self._draw_goals(all_envs) if per_env_seeds is None else np.stack(
             [np.random.default_rng(s).uniform(-1.0, 1.0, GOAL_DIM) for s in per_env_seeds])
         self._elapsed[:] = 0
-        return self._observe(self._goals)
+        self._obs = self._observe(self._goals)
+        return {key: value.copy() for key, value in self._obs.items()}
 
-    def step(self, actions: np.ndarray) -> dict[str, Any]:
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> dict[str, Any]:
+        """Step the envs; with a bool ``active [num_envs]`` mask, the others are held: not
+        stepped, their newest observation again, reward 0, no success, no done."""
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, self.action_dim):
             raise ValueError(f"actions must have shape ({self.num_envs}, {self.action_dim}), "
                              f"got {actions.shape}")
+        held = ~check_active_mask(active, self.num_envs)
+        if held.any() and self._obs is None:
+            raise RuntimeError("step(active=...) before reset(): no observation to hold")
         error = actions - self.expert_actions()
         rewards = np.clip(1.0 - np.mean(error ** 2, axis=1) / self.reward_scale, -1.0, 1.0)
-        success = np.max(np.abs(error), axis=1) < self.success_tol
-        self._elapsed += 1
+        rewards[held] = 0.0
+        success = (np.max(np.abs(error), axis=1) < self.success_tol) & ~held
+        self._elapsed += ~held
         terminated = success & self.terminate_on_success
-        truncated = (self._elapsed >= self.max_episode_steps) & ~terminated
+        truncated = (self._elapsed >= self.max_episode_steps) & ~terminated & ~held
         dones = terminated | truncated
 
         obs = self._observe(self._goals)
+        for key, value in obs.items():
+            value[held] = self._obs[key][held]
         final_obs = {key: value.copy() for key, value in obs.items()}
         if dones.any():
             self._goals[dones] = self._draw_goals(dones)
             self._elapsed[dones] = 0
             for key, value in self._observe(self._goals[dones]).items():
                 obs[key][dones] = value
+        self._obs = {key: value.copy() for key, value in obs.items()}
         return {"obs": obs, "rewards": rewards.astype(np.float32), "dones": dones,
                 "truncated": truncated, "success": success, "final_obs": final_obs}
 

@@ -82,6 +82,20 @@ def test_dummy_truncation_auto_reset_and_final_obs():
     assert not env.step(np.zeros((2, 4)))["dones"].any()
 
 
+def test_dummy_holds_envs_outside_the_active_mask():
+    env = ManiFlowDummyEnvRunner(SHAPE_META, num_envs=2, max_episode_steps=3, obs_noise=0.01)
+    obs = env.reset()
+    for _ in range(4):   # env 1 held for longer than an episode: it neither moves nor ends
+        out = env.step(env.expert_actions(), active=np.array([True, False]))
+        for key in obs:
+            np.testing.assert_array_equal(out["obs"][key][1], obs[key][1])
+        assert out["rewards"][1] == 0 and not out["dones"][1] and not out["success"][1]
+        assert out["rewards"][0] > 0.9
+    assert env._elapsed[1] == 0
+    dones = [env.step(np.zeros((2, 4)))["dones"][1] for _ in range(3)]
+    assert dones == [False, False, True]   # its 3 real steps
+
+
 def test_dummy_optimal_beats_random_and_termination_on_success():
     env = ManiFlowDummyEnvRunner(SHAPE_META, num_envs=16, terminate_on_success=True)
     env.reset()

@@ -117,18 +117,50 @@ def test_seeding_groups_and_reset_continuation():
         np.testing.assert_array_equal(explicit[1], ref.reset(seed=202)[0]["point_cloud"])
 
 
+def test_held_envs_are_not_stepped():
+    """``step(actions, active=mask)``: a held env keeps its observation, gets reward 0 and no
+    done, and continues later exactly as an env that was never given the held steps."""
+    runner = MetaWorldEnvRunner("pick-place", num_envs=2, seed=3, num_workers=0,
+                                max_episode_steps=4, **GEO)
+    assert runner.accepts_active_mask
+    obs = runner.reset()
+    ref = MetaWorldPointCloudEnv("pick-place", max_episode_steps=4, **GEO)
+    ref.reset(seed=int(runner.current_episode_seeds[1]))
+    rng = np.random.default_rng(2)
+    for t in range(6):
+        actions = _actions(rng, 2)
+        hold = t in (1, 2)
+        out = runner.step(actions, active=np.array([True, not hold]))
+        if hold:
+            np.testing.assert_array_equal(out["obs"]["point_cloud"][1], obs["point_cloud"][1])
+            assert out["rewards"][1] == 0 and not out["dones"][1] and not out["success"][1]
+        else:
+            ref_obs, _, _, ref_trunc, _ = ref.step(actions[1])
+            assert bool(out["dones"][1]) == ref_trunc   # 4 real steps: ends at t = 5
+            if not ref_trunc:
+                np.testing.assert_array_equal(out["obs"]["agent_pos"][1], ref_obs["agent_pos"])
+        assert out["dones"][0] == (t == 3)
+        obs = out["obs"]
+    with pytest.raises(ValueError, match="active must be a bool mask"):
+        runner.step(_actions(rng, 2), active=[True])
+    runner.close()
+
+
 def test_spawn_workers_match_in_process():
     """Two spawn workers with camera clouds (renderers created inside the workers)."""
     kwargs = dict(num_points=64, camera_size=64, max_episode_steps=3)
     with MetaWorldEnvRunner("reach", num_envs=3, seed=1, num_workers=0, **kwargs) as local:
         expected = [local.reset()]
         rng = np.random.default_rng(1)
-        actions = [_actions(rng, 3) for _ in range(4)]
-        expected += [local.step(a) for a in actions]
+        actions = [_actions(rng, 3) for _ in range(5)]
+        masks = [None] * 4 + [np.array([True, False, True])]   # the last step holds env 1
+        expected += [local.step(a, active=m) for a, m in zip(actions, masks)]
     runner = MetaWorldEnvRunner("reach", num_envs=3, seed=1, num_workers=2, **kwargs)
     procs = list(runner._procs)
     assert len(procs) == 2 and all(p.is_alive() for p in procs)
-    got = [runner.reset()] + [runner.step(a) for a in actions]
+    got = [runner.reset()] + [runner.step(a, active=m) for a, m in zip(actions, masks)]
+    np.testing.assert_array_equal(got[5]["obs"]["agent_pos"][1], got[4]["obs"]["agent_pos"][1])
+    assert not np.allclose(got[5]["obs"]["agent_pos"][0], got[4]["obs"]["agent_pos"][0])
     for key in ("point_cloud", "agent_pos"):
         np.testing.assert_allclose(got[0][key], expected[0][key], atol=1e-6)
         for g, e in zip(got[1:], expected[1:]):

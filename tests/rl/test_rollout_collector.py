@@ -73,7 +73,60 @@ class CountingEnvRunner:
                 "truncated": dones & self.truncate, "final_obs": final_obs}
 
 
+class HoldingCountingEnvRunner(CountingEnvRunner):
+    """CountingEnvRunner that holds the envs outside ``active`` (env-runner interface)."""
+
+    accepts_active_mask = True
+
+    def reset(self):
+        self.held_steps = 0
+        return super().reset()
+
+    def step(self, actions, active=None):
+        active = np.ones(self.num_envs, bool) if active is None else np.asarray(active, bool)
+        self.held_steps += int((~active).sum())
+        self.t += active
+        rewards = np.where(active, self.t, 0).astype(np.float32)
+        dones = active & (self.t >= self.lengths)
+        final_obs = self._obs()
+        self.t[dones] = 0
+        self.episodes[dones] += 1
+        return {"obs": self._obs(), "rewards": rewards, "dones": dones,
+                "truncated": dones & self.truncate, "final_obs": final_obs}
+
+
+def test_runner_that_holds_envs_starts_the_new_episode_at_the_next_chunk():
+    runner = HoldingCountingEnvRunner()
+    collector = ManiFlowRolloutCollector(FakePolicy(STATE_META), runner, CollectorConfig(
+        max_steps_per_episode=100, action_chunk_size=3, obs_chunk_size=2))
+    batch, stats = collector.collect(3)
+    state = batch.obs["state"]
+    # env 0 (terminates after 4 steps): chunk 1 ends at its first sub-step (reward 4), the env
+    # is held for the 2 others; chunk 2 = the new episode's steps 1, 2, 3 (no leftover actions)
+    assert runner.held_steps == 2
+    assert batch.rewards[:, 0].tolist() == [6.0, 4.0, 6.0]
+    assert batch.dones[:, 0].tolist() == [0.0, 1.0, 0.0]
+    assert state[2, 0].tolist() == [[0, 0, 1], [0, 0, 1]]   # reset frame repeated
+    # env 1 (episodes of exactly one chunk) is never held: as with any runner
+    assert batch.rewards[:, 1].tolist() == [6.0, 6.0, 6.0]
+    assert batch.truncated[:, 1].tolist() == [1.0, 1.0, 1.0]
+    assert sorted(stats["episode_lengths"]) == [3, 3, 3, 4]
+    assert batch.last_values.tolist() == [32.0, 0.0]   # env 0: [step 2, step 3] frames
+
+
+def test_runner_subclass_without_active_argument_is_not_held():
+    class Wrapped(HoldingCountingEnvRunner):
+        def step(self, actions):   # overrides step without ``active``
+            return super().step(actions)
+
+    collector = ManiFlowRolloutCollector(FakePolicy(STATE_META), Wrapped(), CollectorConfig(
+        max_steps_per_episode=100, action_chunk_size=3, obs_chunk_size=2))
+    batch, _ = collector.collect(3)
+    assert batch.rewards[:, 0].tolist() == [6.0, 4.0, 7.0]   # leftover sub-steps ran
+
+
 def test_chunk_semantics_rewards_masking_history_and_truncation():
+    """A runner that cannot hold envs: leftover sub-steps run in the new episode, masked."""
     policy = FakePolicy(STATE_META)
     collector = ManiFlowRolloutCollector(policy, CountingEnvRunner(), CollectorConfig(
         max_steps_per_episode=100, action_chunk_size=3, obs_chunk_size=2))
@@ -141,10 +194,10 @@ def test_shapes_on_dummy_env_with_all_modalities():
         assert getattr(batch, name).shape == (T, N)
     assert batch.last_values.shape == (N,) and batch.group_ids.tolist() == [0, 0, 0]
     # the expert fake policy solves the dummy task (reward ~1 per counted sub-step); the
-    # 6-step episodes end at sub-step 2 of chunk 1, whose last 2 sub-steps are masked
-    counted_sub_steps = torch.tensor([4.0, 2.0, 4.0, 4.0])[:, None].expand(T, N)
+    # 6-step episodes end at sub-step 2 of chunks 1 and 3, the envs are held for the rest
+    counted_sub_steps = torch.tensor([4.0, 2.0, 4.0, 2.0])[:, None].expand(T, N)
     assert torch.allclose(batch.rewards, counted_sub_steps, atol=0.01)
-    assert batch.dones[:, 0].tolist() == [0.0, 1.0, 1.0, 0.0]   # steps 6 and 12
+    assert batch.dones[:, 0].tolist() == [0.0, 1.0, 0.0, 1.0]
     assert stats["episode_lengths"] == [6] * 6 and all(stats["episode_successes"])
 
 

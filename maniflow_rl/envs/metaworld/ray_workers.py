@@ -156,7 +156,7 @@ class RayEnvWorkers:
         self.actors[k] = self._start(k)
         if command != "step" or self._last_obs[k] is None:
             return self.ray.get(getattr(self.actors[k], command).remote(*args))
-        _, next_seeds = args
+        next_seeds = args[1]
         n = self.block_sizes[k]
         obs = self.ray.get(self.actors[k].reset.remote(next_seeds))
         return {"obs": obs, "final_obs": self._last_obs[k], "rewards": np.zeros(n, np.float32),

@@ -10,6 +10,7 @@
   cluster via ``ray_address``; a dead worker is restarted, its episodes truncated).
 * Auto-reset inside ``step``: an env whose episode ended (terminated or truncated) is reset at
   once; ``obs`` holds the new episode's first frame and ``final_obs`` the ended episode's last.
+  ``step(actions, active=mask)`` holds the envs outside the mask (not stepped, not rendered).
 * Reproducible layouts: episode ``k`` of env ``i`` is reset with a seed that depends only on
   ``(seed, i // group_size, k)``; envs of one group (``group_size > 1``) get the same sequence
   of layouts (GRPO groups). ``reset(seed=...)`` / ``seed(...)`` restart the sequences at k = 0;
@@ -32,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from maniflow_rl.envs.base import check_active_mask
 from maniflow_rl.utils.threads import limit_worker_threads, thread_report, worker_environment
 
 log = logging.getLogger("maniflow_rl")
@@ -68,28 +70,38 @@ class _EnvGroup:
         from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv
 
         self.envs = [MetaWorldPointCloudEnv(task, **env_kwargs) for _ in range(count)]
+        self._newest: list[dict[str, np.ndarray] | None] = [None] * count   # for held envs
 
     def shape_meta(self) -> dict[str, Any]:
         return self.envs[0].shape_meta
 
     def reset(self, seeds: Sequence[int]) -> dict[str, np.ndarray]:
-        return _stack([env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)])
+        self._newest = [env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)]
+        return _stack(self._newest)
 
-    def step(self, actions: np.ndarray, next_seeds: Sequence[int]) -> dict[str, Any]:
+    def step(self, actions: np.ndarray, next_seeds: Sequence[int],
+             active: Sequence[bool] | None = None) -> dict[str, Any]:
         """Step every env; ended ones reset with their ``next_seeds`` entry. ``final_obs`` holds
         the last observation of the ended envs only (rows ``np.flatnonzero(terminated |
-        truncated)``), to keep the pipe traffic small."""
+        truncated)``), to keep the pipe traffic small. Envs with ``active[i]`` False are held
+        (not stepped: newest observation, reward 0, no done)."""
         n = len(self.envs)
         rewards, success = np.zeros(n, np.float32), np.zeros(n, bool)
         terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
         obs_list, final_list = [], []
         for i, env in enumerate(self.envs):
+            if active is not None and not active[i]:
+                if self._newest[i] is None:
+                    raise RuntimeError("step(active=...) before reset(): nothing to hold")
+                obs_list.append(self._newest[i])
+                continue
             obs, rewards[i], terminated[i], truncated[i], info = env.step(actions[i])
             success[i] = info["success"]
             if terminated[i] or truncated[i]:
                 final_list.append(obs)
                 obs, _ = env.reset(seed=int(next_seeds[i]))
             obs_list.append(obs)
+            self._newest[i] = obs
         return {"obs": _stack(obs_list), "final_obs": _stack(final_list) if final_list else None,
                 "rewards": rewards, "terminated": terminated, "truncated": truncated,
                 "success": success}
@@ -243,15 +255,21 @@ class MetaWorldEnvRunner:
         seeds = self._episode_seeds(self._episode)
         return _concat(self._call_all("reset", [(seeds[b].tolist(),) for b in self._blocks]))
 
-    def step(self, actions: np.ndarray) -> dict[str, Any]:
-        """Step every env; ended episodes auto-reset (see the module docstring)."""
+    accepts_active_mask = True   # step(actions, active=...) holds the envs outside the mask
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> dict[str, Any]:
+        """Step every env; ended episodes auto-reset (see the module docstring). Envs outside
+        the bool mask ``active`` are held (env-runner interface, ``envs/base.py``)."""
         self._check_open()
         actions = np.asarray(actions, dtype=np.float32)
         if actions.shape != (self.num_envs, self.action_dim):
             raise ValueError(f"actions must have shape ({self.num_envs}, {self.action_dim}), "
                              f"got {actions.shape}")
+        mask = None if active is None else check_active_mask(active, self.num_envs)
         next_seeds = self._episode_seeds(self._episode + 1)
-        parts = self._call_all("step", [(actions[b], next_seeds[b].tolist()) for b in self._blocks])
+        parts = self._call_all("step", [(actions[b], next_seeds[b].tolist(),
+                                         None if mask is None else mask[b].tolist())
+                                        for b in self._blocks])
         out = {key: np.concatenate([p[key] for p in parts])
                for key in ("rewards", "terminated", "truncated", "success")}
         out["obs"] = _concat([p["obs"] for p in parts])
