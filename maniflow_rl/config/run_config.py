@@ -9,7 +9,8 @@ from pathlib import Path
 from maniflow_rl.config.sections import (DemosStageConfig, EnvConfig, EvalConfig,
                                          FinetuneAlgorithmConfig, FinetuneConfig,
                                          PretrainStageConfig, RuntimeConfig,
-                                         check_finetune_policy_keys, check_policy_keys)
+                                         check_finetune_policy_keys, check_policy_keys,
+                                         split_policy_obs)
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.ppo_config import PPOConfig
@@ -20,7 +21,8 @@ class RunConfig:
     run_dir: str | None = None  # default: runs/<task name>
     env: EnvConfig = field(default_factory=EnvConfig)
     demos: DemosStageConfig = field(default_factory=DemosStageConfig)
-    policy: dict = field(default_factory=dict)  # ManiFlowPolicyConfig fields for pretraining
+    policy: dict = field(default_factory=dict)  # ManiFlowPolicyConfig fields for pretraining,
+    # and ``obs``: point_cloud (default) | state (MetaWorld's 39-d state, a sanity baseline)
     pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
     finetune_policy: dict = field(default_factory=dict)  # sampling overrides for fine-tuning
     finetune: FinetuneAlgorithmConfig = field(default_factory=FinetuneAlgorithmConfig)
@@ -52,9 +54,10 @@ class RunConfig:
         self.pretrain.validate()
         self.eval.validate()
         self.runtime.validate()
-        check_policy_keys(self.policy, "policy")
+        policy_fields = split_policy_obs(self.policy)[1]   # policy.obs: checked there
+        check_policy_keys(policy_fields, "policy")
         check_finetune_policy_keys(self.finetune_policy, "finetune_policy")
-        check_policy_keys({**self.policy, **self.finetune_policy}, "finetune_policy")
+        check_policy_keys({**policy_fields, **self.finetune_policy}, "finetune_policy")
         self.finetune.validate()
         self.ppo.validate()
         self.advantage.validate()

@@ -21,6 +21,21 @@ POINT_CLOUD_SOURCES = ("camera", "geometry")
 REWARD_TYPES = ("sparse", "dense")
 ENV_BACKENDS = ("multiprocessing", "ray")
 
+# ``policy.obs`` (a run option, not a ManiFlowPolicyConfig field): what the policy observes.
+# ``state`` is the sanity baseline of issue 10: MetaWorld's 39-d state (``full_state`` in the
+# demos zarr and the envs' privileged observation) instead of the point cloud + agent_pos, to
+# separate perception from capacity when a task fails.
+POLICY_OBS_KEYS = {"point_cloud": ["point_cloud", "agent_pos"], "state": ["full_state"]}
+
+
+def split_policy_obs(policy: dict) -> tuple[list[str], dict]:
+    """``(observation keys, ManiFlowPolicyConfig fields)`` of a run's ``policy`` section."""
+    policy = dict(policy)
+    obs = policy.pop("obs", "point_cloud")
+    require_choice("policy", "obs", obs, tuple(POLICY_OBS_KEYS))
+    return list(POLICY_OBS_KEYS[obs]), policy
+
+
 # policy-config keys that may change between pretraining and fine-tuning: they only change how
 # the denoising chain is sampled, not the weights' shapes (the flow_noise head is created fresh).
 FINETUNE_POLICY_KEYS = ("noise_method", "noise_level", "noise_anneal", "noise_params",

@@ -138,13 +138,17 @@ def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
     """Training runner (checked against the policy's shape_meta; ``privileged_state`` adds
     ``full_state`` to its observations) and the evaluation runner."""
     from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+    from maniflow_rl.envs.metaworld.env import privileged_state_for
 
-    env_kwargs = cfg.env.env_kwargs()
+    # a policy that observes full_state (policy.obs=state) needs it in both runners
+    env_kwargs = {**cfg.env.env_kwargs(),
+                  "privileged_state": privileged_state_for(policy.shape_meta)}
     runner = MetaWorldEnvRunner(cfg.env.task, num_envs=num_envs, seed=seed,
                                 num_workers=cfg.env.num_workers if num_workers is None
                                 else num_workers, group_size=group_size,
-                                **cfg.env.runner_kwargs(), **env_kwargs,
-                                **({"privileged_state": True} if privileged_state else {}))
+                                **cfg.env.runner_kwargs(),
+                                **{**env_kwargs, "privileged_state":
+                                   privileged_state or env_kwargs["privileged_state"]})
     try:
         check_shape_meta_compatible(
             policy.shape_meta, runner.shape_meta, required_name="the policy",

@@ -152,16 +152,21 @@ def _stage_demos(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any
 
 
 def _stage_pretrain(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
+    from maniflow_rl.config.sections import split_policy_obs
+    from maniflow_rl.data.dataset import DEFAULT_KEY_MAP
     from maniflow_rl.train.pretrain import PretrainConfig, run_pretraining
 
     stage = cfg.pretrain
+    obs_keys, policy_fields = split_policy_obs(cfg.policy)
     pcfg = PretrainConfig(dataset_path=str(run_dir / "demos.zarr"),
+                          obs_keys=obs_keys, key_map={**DEFAULT_KEY_MAP, **{
+                              k: k for k in obs_keys if k not in DEFAULT_KEY_MAP.values()}},
                           output_dir=str(run_dir / "pretrain"), task=cfg.env.task,
                           num_epochs=stage.num_epochs, batch_size=stage.batch_size, lr=stage.lr,
                           warmup_steps=stage.warmup_steps,
                           checkpoint_every_epochs=stage.checkpoint_every_epochs,
                           max_train_steps=stage.max_train_steps, ema_decay=stage.ema_decay,
-                          seed=stage.seed, device=cfg.ppo.device, policy_config=dict(cfg.policy),
+                          seed=stage.seed, device=cfg.ppo.device, policy_config=policy_fields,
                           env_kwargs=cfg.env.env_kwargs(), eval_every_epochs=0,
                           select_every_steps=stage.select_every_steps,
                           select_episodes=stage.select_episodes,
@@ -196,6 +201,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = N
     """The run's evaluation (``eval`` section: episodes, seeds, envs; ``finetune_policy``
     sampling) of an imitation, PPO or DSRL checkpoint; JSON-ready."""
     from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+    from maniflow_rl.envs.metaworld.env import privileged_state_for
     from maniflow_rl.evaluation.evaluate import evaluate_policy
     from maniflow_rl.pipeline.finetune import policy_from_checkpoint
     from maniflow_rl.utils.checkpoint import load_checkpoint_file
@@ -210,7 +216,8 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = N
         policy = policy_from_checkpoint(payload, cfg.finetune_policy)
     with MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
                             num_workers=cfg.env.num_workers, **cfg.env.runner_kwargs(),
-                            **cfg.env.env_kwargs()) as runner:
+                            **cfg.env.env_kwargs(),
+                            privileged_state=privileged_state_for(policy.shape_meta)) as runner:
         result = evaluate_policy(policy, runner, cfg.eval.episodes, seed=cfg.eval.seed,
                                  video_path=video, num_video_episodes=cfg.eval.video_episodes,
                                  progress=progress)

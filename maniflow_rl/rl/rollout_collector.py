@@ -9,7 +9,8 @@ decision point's reward is the sum of the sub-step rewards up to and including `
 *held* for the chunk's remaining sub-steps (``step(actions, active=mask)``, envs/base.py): it is
 not stepped, so the new episode starts at the next decision point from its reset frame,
 repeated ``To`` times in the observation history, and never runs the old episode's leftover
-actions (hammer-v3, imitation policy: 31 % of training episodes succeeded with the leftovers, 75 % without; evaluation: 76 %). A runner
+actions (hammer-v3, imitation policy: 31 % of training episodes succeeded with the leftovers,
+75 % without; evaluation: 76 %). A runner
 without ``accepts_active_mask`` (e.g. a gymnasium vector env) cannot skip an env: it steps
 the leftover actions in the new episode, their rewards are masked (counted in no decision
 point) and their frames continue the history. Episode statistics (returns, lengths, success)

@@ -97,3 +97,19 @@ def test_run_evaluates_the_checkpoint_selected_on_validation_seeds(tmp_path):
     assert stage["env_steps"] > 0                      # the validation rollouts are counted
     steps = [r["step"] for r in stage["summary"]["selection"]]
     assert len(steps) >= 2 and all(b // 2 > a // 2 for a, b in zip(steps, steps[1:]))
+
+
+def test_state_baseline_observes_full_state_only(tmp_path, capsys):
+    """``policy.obs=state``: pretraining, evaluations and PPO read MetaWorld's 39-d state."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    assert _run(run_dir, "policy.obs=state") == 0
+    payload = torch.load(run_dir / "pretrain" / "checkpoints" / "latest.pt",
+                         map_location="cpu", weights_only=False)
+    assert payload["shape_meta"]["obs"] == {"full_state": {"shape": [39], "type": "low_dim"}}
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["finetune_env_steps"] >= 64 and 0.0 <= report["success_after"] <= 1.0
+    assert _run(tmp_path / "bad", "policy.obs=depth") != 0
+    assert "policy.obs" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "demos.zarr").exists()

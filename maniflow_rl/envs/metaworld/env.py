@@ -80,8 +80,14 @@ DEFAULT_WORKSPACE_BOUNDS = ((-0.6, 0.3, 0.005), (0.6, 0.975, 1.0))
 # DP3 moves `corner2` closer to the table (its MetaWorld wrapper sets cam_pos[2] to this).
 DP3_CAMERA_POS = {"corner2": (0.6, 0.295, 0.8)}
 _SOURCES = ("camera", "geometry")
-#: observation key of MetaWorld's 39-d state with ``privileged_state=True`` (critics only)
+#: observation key of MetaWorld's 39-d state with ``privileged_state=True`` (critics, or a
+#: state-based policy: ``policy.obs=state``)
 PRIVILEGED_KEY = "full_state"
+
+
+def privileged_state_for(shape_meta: dict | None) -> bool:
+    """Whether envs for a policy with this ``shape_meta`` must provide ``full_state``."""
+    return bool(shape_meta) and PRIVILEGED_KEY in shape_meta.get("obs", {})
 
 
 class MetaWorldPointCloudEnv(gym.Env):
@@ -243,7 +249,8 @@ class MetaWorldPointCloudEnv(gym.Env):
     @property
     def shape_meta(self) -> dict[str, Any]:
         """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [4]}}`` for the policy."""
-        types = {"point_cloud": "point_cloud", "agent_pos": "low_dim", "image": "rgb"}
+        types = {"point_cloud": "point_cloud", "agent_pos": "low_dim", "image": "rgb",
+                 PRIVILEGED_KEY: "low_dim"}
         obs = {key: {"shape": list(space.shape), "type": types[key]}
                for key, space in self.observation_space.spaces.items() if key in types}
         return {"obs": obs, "action": {"shape": [4]}}
