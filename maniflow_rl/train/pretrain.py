@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,6 +48,7 @@ from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.seeding import get_rng_state, seed_everything, set_rng_state
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
+from maniflow_rl.utils import threads
 from maniflow_rl.utils.threads import limit_worker_threads
 
 log = logging.getLogger("maniflow_rl")
@@ -211,23 +213,31 @@ class _Run:
     def done(self) -> bool:
         return self.epoch >= self.cfg.num_epochs or self.global_step >= self.total_steps
 
+    def optimizer_step(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Consistency-flow loss, backward, clip, Adam, LR schedule and EMA on one batch."""
+        loss, info = self.policy.compute_loss(batch, teacher=self.ema.averaged_model)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step "
+                                     f"{self.global_step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.grad_clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.step(self.policy)
+        return loss, info
+
     def train_epoch(self, logger: MetricLogger, bar) -> float:
         self.policy.train()
         self.generator.manual_seed(self.cfg.seed * 1_000_003 + self.epoch)  # data order
         losses = []
         for batch in self.loader:
             batch = _to_device(batch, self.device)
-            loss, info = self.policy.compute_loss(batch, teacher=self.ema.averaged_model)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at step "
-                                         f"{self.global_step}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.grad_clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.ema.step(self.policy)
+            # the thread policy's update phase (utils/threads.py); with data-loader workers
+            # their busy cores would read as other processes' load, so it is skipped then
+            with threads.phase("update") if self.cfg.num_workers == 0 else nullcontext():
+                loss, info = self.optimizer_step(batch)
             self.global_step += 1
             losses.append(loss.item())
             lr = self.optimizer.param_groups[0]["lr"]

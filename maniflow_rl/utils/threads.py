@@ -13,8 +13,11 @@ The policy:
   ``runtime.torch_threads``: an integer, or ``auto`` = its share of the usable cores,
   ``max(1, cores // processes)``. ``processes`` counts the maniflow-rl main processes on this
   machine: the registered ones (``utils/thread_peers.py``: a second experiment, the ranks of a
-  torchrun job) and at least torchrun's ``LOCAL_WORLD_SIZE``. An ``OMP_NUM_THREADS`` set by the
-  user caps ``auto``. Env workers are not subtracted: the runner is synchronous (the main
+  torchrun job) and at least torchrun's ``LOCAL_WORLD_SIZE``. ``auto`` also leaves alone the
+  cores that *other* processes keep busy (a test run, a non-maniflow job: measured during the
+  update phases, ``utils/cpu_load.py``), because torch's threads spin against them (measured:
+  a 2-thread update beside one busy process ran 9-52x slower, a 1-thread one 1.1x). An
+  ``OMP_NUM_THREADS`` set by the user caps ``auto``. Env workers are not subtracted: the runner is synchronous (the main
   process waits while its workers step, they wait while it runs the policy), so in either
   phase the other side's cores are free.
 * ``runtime.rollout_torch_threads`` (``same`` | an integer): the main process's threads while
@@ -26,7 +29,7 @@ The policy:
 ``pipeline.run_pipeline`` do; Python API users may): it registers the process, sets torch's
 thread count, logs the plan, and restores everything on exit. :func:`phase` around a trainer's
 rollout and update sets that phase's count and recounts the processes (``auto`` adapts when
-another run starts or ends; a change is logged). Without an installed policy both do nothing.
+another run starts or ends, or when other processes take or free cores; a change is logged). Without an installed policy both do nothing.
 
 This module imports torch only inside functions: env workers import it without loading torch.
 """
@@ -37,15 +40,18 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from maniflow_rl.utils import cpu_load
+from maniflow_rl.utils.cpu_load import CpuSample, foreign_cores, ticks_per_second
 from maniflow_rl.utils.thread_peers import live_processes, register, registry_dir, unregister
 
 log = logging.getLogger("maniflow_rl")
 
 AUTO, SAME = "auto", "same"
+FOREIGN_WINDOW_S = 1.0   # seconds of update phases per foreign-load measurement
 PHASES = ("rollout", "update")
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -74,9 +80,13 @@ def env_thread_cap(environ: Mapping[str, str] | None = None) -> int | None:
     return int(value) if value.strip().isdigit() and int(value) > 0 else None
 
 
-def auto_thread_count(cores: int, processes: int, cap: int | None = None) -> int:
-    """``max(1, cores // processes)``, at most ``cap``."""
-    count = max(1, cores // max(1, processes))
+def auto_thread_count(cores: int, processes: int, cap: int | None = None,
+                      foreign_cores: float = 0.0) -> int:
+    """``max(1, min(cores // processes, cores - round(foreign_cores)))``, at most ``cap``:
+    the share of the registered maniflow-rl processes, and no more than the cores other
+    processes leave free (``utils/cpu_load.py``; half a busy core counts as one)."""
+    free = cores - int(foreign_cores + 0.5)
+    count = max(1, min(cores // max(1, processes), free))
     return min(count, cap) if cap else count
 
 
@@ -94,11 +104,12 @@ class ThreadPolicy:
                              (SAME,))
         return self
 
-    def counts(self, cores: int, processes: int, cap: int | None = None) -> dict[str, int]:
+    def counts(self, cores: int, processes: int, cap: int | None = None,
+               foreign_cores: float = 0.0) -> dict[str, int]:
         """Torch threads of the main process: ``main`` (outside the phases, and the
         ``update``) and ``rollout``."""
-        main = (auto_thread_count(cores, processes, cap) if self.torch_threads == AUTO
-                else int(self.torch_threads))
+        main = (auto_thread_count(cores, processes, cap, foreign_cores)
+                if self.torch_threads == AUTO else int(self.torch_threads))
         rollout = main if self.rollout_torch_threads == SAME else int(self.rollout_torch_threads)
         return {"main": main, "update": main, "rollout": rollout}
 
@@ -167,11 +178,26 @@ class _Installed:
     entry: Path | None
     previous: int
     main: int = 0
+    foreign: float = 0.0   # cores other processes kept busy in the last measured window
+    window: list = field(default_factory=lambda: [0.0, 0.0, 0.0])   # busy, own jiffies, wall
 
     def counts(self) -> tuple[dict[str, int], int, int, int | None]:
         cores, cap = usable_cores(), env_thread_cap()
         processes = max(self.local_world_size, live_processes(self.registry))
-        return self.policy.counts(cores, processes, cap), cores, processes, cap
+        return (self.policy.counts(cores, processes, cap, self.foreign), cores, processes,
+                cap)
+
+    def account_update(self, before: CpuSample | None, after: CpuSample | None) -> None:
+        """Add an update phase to the measuring window; every ``FOREIGN_WINDOW_S`` seconds of
+        update time, ``foreign`` becomes the window's foreign load (``utils/cpu_load.py``)."""
+        if before is None or after is None:
+            return
+        self.window[0] += after.machine_busy - before.machine_busy
+        self.window[1] += after.own - before.own
+        self.window[2] += after.wall - before.wall
+        if self.window[2] >= FOREIGN_WINDOW_S:
+            self.foreign = foreign_cores(*self.window, ticks_per_second())
+            self.window = [0.0, 0.0, 0.0]
 
 
 _INSTALLED: list[_Installed] = []
@@ -228,11 +254,15 @@ def phase(name: str) -> Iterator[None]:
     state = _INSTALLED[-1]
     counts, cores, processes, _ = state.counts()
     if counts["main"] != state.main:
-        log.info("torch threads %d -> %d (%d usable core(s) / %d maniflow-rl process(es))",
-                 state.main, counts["main"], cores, processes)
+        log.info("torch threads %d -> %d (%d usable core(s) / %d maniflow-rl process(es); "
+                 "other processes keep %.1f core(s) busy)", state.main, counts["main"], cores,
+                 processes, state.foreign)
         state.main = counts["main"]
     torch.set_num_threads(counts[name])
+    before = cpu_load.sample() if name == "update" else None
     try:
         yield
     finally:
+        if name == "update":
+            state.account_update(before, cpu_load.sample())
         torch.set_num_threads(state.main)

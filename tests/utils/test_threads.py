@@ -181,3 +181,63 @@ def test_worker_environment_is_restored(monkeypatch):
     with threads.worker_environment():
         assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
     assert os.environ["OMP_NUM_THREADS"] == "3" and "MKL_NUM_THREADS" not in os.environ
+
+
+def test_cpu_load_parsing_and_foreign_cores():
+    from maniflow_rl.utils import cpu_load
+
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    line = "cpu  100 5 20 900 30 1 2 3 7 0\n"
+    assert cpu_load.parse_machine_busy(line) == 100 + 5 + 20 + 1 + 2 + 3
+    # a process name with spaces and parentheses; utime = field 14, stime = field 15
+    stat = "4242 (my (odd) name) R 1 2 3 4 5 6 7 8 9 10 111 222 12 13 20 0 3"
+    assert cpu_load.parse_own_jiffies(stat) == 333
+    # 2 s at 100 ticks/s: the machine was busy 350 jiffies, this process 150 -> 1 other core
+    assert cpu_load.foreign_cores(350, 150, 2.0, 100) == pytest.approx(1.0)
+    assert cpu_load.foreign_cores(100, 150, 2.0, 100) == 0.0      # counter skew: never < 0
+    assert cpu_load.foreign_cores(100, 0, 0.0, 100) == 0.0
+    sample = cpu_load.sample()
+    assert sample is None or (sample.machine_busy >= sample.own >= 0 and sample.wall > 0)
+
+
+def test_auto_count_leaves_the_cores_other_processes_use():
+    assert threads.auto_thread_count(2, 1, foreign_cores=1.0) == 1
+    assert threads.auto_thread_count(2, 1, foreign_cores=0.5) == 1   # half a core counts
+    assert threads.auto_thread_count(2, 1, foreign_cores=0.4) == 2
+    assert threads.auto_thread_count(2, 1, foreign_cores=3.0) == 1   # at least one
+    # registered peers are also foreign load: the two limits do not add up
+    assert threads.auto_thread_count(16, 2, foreign_cores=8.0) == 8
+    assert ThreadPolicy(3).counts(2, 1, foreign_cores=1.0)["main"] == 3   # explicit: kept
+
+
+def test_update_phases_measure_other_processes_and_adapt(registry, monkeypatch, caplog):
+    """Simulated counters: each update phase lasts 1 s at 100 ticks/s, this process uses
+    2 cores (200 jiffies); the machine is busy 300 (one foreign core), later 200 (none)."""
+    from maniflow_rl.utils import cpu_load
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "ticks_per_second", lambda: 100)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    clock = {"busy": 0, "own": 0, "wall": 0.0, "foreign": 100, "calls": 0}
+
+    def fake_sample():   # called at the start and the end of each update phase
+        clock["calls"] += 1
+        if clock["calls"] % 2 == 0:
+            clock["busy"] += 200 + clock["foreign"]
+            clock["own"] += 200
+            clock["wall"] += 1.0
+        return cpu_load.CpuSample(clock["busy"], clock["own"], clock["wall"])
+
+    monkeypatch.setattr(cpu_load, "sample", fake_sample)
+    with thread_policy(ThreadPolicy(), local_world_size=1, registry=registry):
+        with threads.phase("update"):
+            assert torch.get_num_threads() == 2
+        with caplog.at_level(logging.INFO, logger="maniflow_rl"):
+            with threads.phase("rollout"):
+                assert torch.get_num_threads() == 1
+        assert "torch threads 2 -> 1" in caplog.text and "keep 1.0 core(s) busy" in caplog.text
+        clock["foreign"] = 0                         # the other process ended
+        with threads.phase("update"):
+            assert torch.get_num_threads() == 1
+        with threads.phase("update"):
+            assert torch.get_num_threads() == 2

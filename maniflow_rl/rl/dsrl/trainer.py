@@ -1,7 +1,8 @@
 """ManiFlowDSRLTrainer: off-policy steering of a frozen ManiFlow policy through its initial
 noise (DSRL, Wagenmaker et al. 2025, arXiv 2506.15799). The math is in ``losses.py``.
 
-One vector step (one action chunk in every env)::
+One vector step (one action chunk in every env; collection and updates run in the thread
+policy's ``rollout`` / ``update`` phases, ``utils/threads.py``)::
 
     context, s = steered.features(obs)                    # frozen encoder, cached per state
     (critics read s plus the privileged critic_obs_keys, e.g. full_state; the actor reads s)
@@ -45,6 +46,7 @@ from maniflow_rl.rl.ppo_helpers import NonFiniteTrainingError, skipped_updates_m
 from maniflow_rl.rl.replay import ChunkReplayBuffer, NStepAccumulator
 from maniflow_rl.rl.rollout_collector import ManiFlowRolloutCollector
 from maniflow_rl.utils.run_files import append_metrics_row, open_run_logger
+from maniflow_rl.utils import threads
 from maniflow_rl.utils.seeding import seed_everything
 
 log = logging.getLogger("maniflow_rl")
@@ -257,19 +259,21 @@ class ManiFlowDSRLTrainer:
         logging, evaluation and checkpoints on their intervals."""
         cfg = self.config
         t0 = time.perf_counter()
-        self.collect_step()
+        with threads.phase("rollout"):
+            self.collect_step()
         t_collect = time.perf_counter() - t0
         sums: dict[str, float] = {}
         updates = 0
         if self.global_step >= cfg.warmup_steps and self.replay.size >= 1:
             demo_fraction = cfg.demo_fraction if cfg.variant == "na" else 0.0
-            for _ in range(max(1, round(cfg.utd_ratio * cfg.num_envs))):
-                batch = self.replay.sample(cfg.batch_size, demo_fraction, self.device)
-                step_metrics = dsrl_gradient_step(self, batch)
-                self._count_skips(step_metrics.pop("skipped_updates"))
-                for key, value in step_metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                updates += 1
+            with threads.phase("update"):
+                for _ in range(max(1, round(cfg.utd_ratio * cfg.num_envs))):
+                    batch = self.replay.sample(cfg.batch_size, demo_fraction, self.device)
+                    step_metrics = dsrl_gradient_step(self, batch)
+                    self._count_skips(step_metrics.pop("skipped_updates"))
+                    for key, value in step_metrics.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                    updates += 1
             self.gradient_steps += updates
         t_update = time.perf_counter() - t0 - t_collect
         self.vector_steps += 1
