@@ -141,14 +141,13 @@ def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
     from maniflow_rl.envs.metaworld.env import privileged_state_for
 
     # a policy that observes full_state (policy.obs=state) needs it in both runners
-    env_kwargs = {**cfg.env.env_kwargs(),
-                  "privileged_state": privileged_state_for(policy.shape_meta)}
+    policy_reads_state = privileged_state_for(policy.shape_meta)
+    env_kwargs = {**cfg.env.env_kwargs(), "privileged_state": policy_reads_state}
+    train_kwargs = {**env_kwargs, "privileged_state": policy_reads_state or privileged_state}
     runner = MetaWorldEnvRunner(cfg.env.task, num_envs=num_envs, seed=seed,
                                 num_workers=cfg.env.num_workers if num_workers is None
                                 else num_workers, group_size=group_size,
-                                **cfg.env.runner_kwargs(),
-                                **{**env_kwargs, "privileged_state":
-                                   privileged_state or env_kwargs["privileged_state"]})
+                                **cfg.env.runner_kwargs(), **train_kwargs)
     try:
         check_shape_meta_compatible(
             policy.shape_meta, runner.shape_meta, required_name="the policy",

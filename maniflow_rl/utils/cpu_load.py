@@ -9,8 +9,8 @@ leaves those cores to their owners::
 
     foreign cores = (delta machine busy jiffies - delta own jiffies) / (ticks/s * delta wall)
 
-``machine busy`` = user + nice + system + irq + softirq + steal of ``/proc/stat``'s ``cpu``
-line; ``own`` = utime + stime of ``/proc/self/stat`` (all threads of this process).
+``machine busy`` = user + nice + system + irq + softirq + steal of ``/proc/stat``'s ``cpuN``
+lines of the cores this process may run on (its affinity); ``own`` = utime + stime of ``/proc/self/stat`` (all threads of this process).
 """
 
 from __future__ import annotations
@@ -33,13 +33,30 @@ def ticks_per_second() -> int:
         return 100
 
 
-def parse_machine_busy(stat_first_line: str) -> int:
-    """Busy jiffies of the ``cpu`` line of ``/proc/stat`` (iowait and idle excluded; guest
-    time is already inside user)."""
-    fields = [int(v) for v in stat_first_line.split()[1:9]]
-    fields += [0] * (8 - len(fields))
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return user + nice + system + irq + softirq + steal
+def parse_machine_busy(proc_stat: str, cpus: set[int] | None = None) -> int:
+    """Busy jiffies of the per-core ``cpuN`` lines of ``/proc/stat`` for the cores in ``cpus``
+    (None: all), iowait and idle excluded (guest time is already inside user). Only the cores
+    this process may run on count: in a container pinned to 2 of 16 cores, the other 14 are
+    not competition."""
+    busy = 0
+    for line in proc_stat.splitlines():
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        fields = [int(v) for v in rest.split()[:8]]
+        fields += [0] * (8 - len(fields))
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+        busy += user + nice + system + irq + softirq + steal
+    return busy
+
+
+def allowed_cpus() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def parse_own_jiffies(self_stat: str) -> int:
@@ -52,8 +69,8 @@ def sample() -> CpuSample | None:
     """The current jiffy counters; None where ``/proc`` is not readable."""
     try:
         with open("/proc/stat") as stat, open("/proc/self/stat") as own:
-            return CpuSample(parse_machine_busy(stat.readline()), parse_own_jiffies(own.read()),
-                             time.monotonic())
+            return CpuSample(parse_machine_busy(stat.read(), allowed_cpus()),
+                             parse_own_jiffies(own.read()), time.monotonic())
     except (OSError, ValueError, IndexError):
         return None
 

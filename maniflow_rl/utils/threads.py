@@ -17,9 +17,9 @@ The policy:
   cores that *other* processes keep busy (a test run, a non-maniflow job: measured during the
   update phases, ``utils/cpu_load.py``), because torch's threads spin against them (measured:
   a 2-thread update beside one busy process ran 9-52x slower, a 1-thread one 1.1x). An
-  ``OMP_NUM_THREADS`` set by the user caps ``auto``. Env workers are not subtracted: the runner is synchronous (the main
-  process waits while its workers step, they wait while it runs the policy), so in either
-  phase the other side's cores are free.
+  ``OMP_NUM_THREADS`` set by the user caps ``auto``. Env workers are not subtracted: the
+  runner is synchronous (the main process waits while its workers step, they wait while it
+  runs the policy), so in either phase the other side's cores are free.
 * ``runtime.rollout_torch_threads`` (``same`` | an integer): the main process's threads while
   it collects rollouts (policy inference between env steps); the update uses
   ``torch_threads``. ``same`` is the default; whether fewer rollout threads help is what
@@ -29,7 +29,8 @@ The policy:
 ``pipeline.run_pipeline`` do; Python API users may): it registers the process, sets torch's
 thread count, logs the plan, and restores everything on exit. :func:`phase` around a trainer's
 rollout and update sets that phase's count and recounts the processes (``auto`` adapts when
-another run starts or ends, or when other processes take or free cores; a change is logged). Without an installed policy both do nothing.
+another run starts or ends, or when other processes take or free cores; a change is logged).
+Without an installed policy both do nothing.
 
 This module imports torch only inside functions: env workers import it without loading torch.
 """

@@ -187,11 +187,14 @@ def test_cpu_load_parsing_and_foreign_cores():
     from maniflow_rl.utils import cpu_load
 
     # user nice system idle iowait irq softirq steal guest guest_nice
-    line = "cpu  100 5 20 900 30 1 2 3 7 0\n"
-    assert cpu_load.parse_machine_busy(line) == 100 + 5 + 20 + 1 + 2 + 3
+    stat = ("cpu  1100 5 20 900 30 1 2 3 7 0\n"        # the aggregate line is not read
+            "cpu0 100 5 20 900 30 1 2 3 7 0\n"
+            "cpu1 1000 0 0 0 0 0 0 0 0 0\nintr 5 6\n")
+    assert cpu_load.parse_machine_busy(stat) == (100 + 5 + 20 + 1 + 2 + 3) + 1000
+    assert cpu_load.parse_machine_busy(stat, cpus={0}) == 131   # only the allowed cores
     # a process name with spaces and parentheses; utime = field 14, stime = field 15
-    stat = "4242 (my (odd) name) R 1 2 3 4 5 6 7 8 9 10 111 222 12 13 20 0 3"
-    assert cpu_load.parse_own_jiffies(stat) == 333
+    own = "4242 (my (odd) name) R 1 2 3 4 5 6 7 8 9 10 111 222 12 13 20 0 3"
+    assert cpu_load.parse_own_jiffies(own) == 333
     # 2 s at 100 ticks/s: the machine was busy 350 jiffies, this process 150 -> 1 other core
     assert cpu_load.foreign_cores(350, 150, 2.0, 100) == pytest.approx(1.0)
     assert cpu_load.foreign_cores(100, 150, 2.0, 100) == 0.0      # counter skew: never < 0
