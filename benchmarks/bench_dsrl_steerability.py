@@ -1,0 +1,170 @@
+"""Can latent steering (DSRL) help this policy? Steering authority, critic ranking, and success
+against the initial noise's scale (``maniflow_rl/rl/dsrl/diagnostics.py`` has the definitions).
+
+    python benchmarks/bench_dsrl_steerability.py \
+        --checkpoint runs/imit10/hammer-v3/pretrain/checkpoints/best.pt \
+        --demos runs/imit10/hammer-v3/demos.zarr \
+        --dsrl-run runs/hammer-dsrl-hold --task metaworld/hammer-v3 --eval-scales 1 1.5 2
+
+1. Authority: on demo observations, the normalized executed chunk ``f(s, s_w * eps)`` for
+   ``--noises`` draws per state at each noise scale ``s_w``: spread within a state vs between
+   states (K = ``--inference-steps`` Euler steps, as the fine-tuning sampler).
+2. Critic ranking (``--dsrl-run``, a finished DSRL-NA run): Monte-Carlo returns from its replay,
+   against its action critic's values and advantages.
+3. Success vs noise scale (``--task`` with ``--eval-scales``): the frozen policy with initial
+   noise ``s_w * N(0, I)`` on the pipeline's evaluation seeds.
+
+Prints and saves JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maniflow_rl.rl.dsrl import diagnostics
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "dsrl_steerability.json"
+
+
+class ScaledNoisePolicy(torch.nn.Module):
+    """The frozen policy sampled deterministically from initial noise ``scale * N(0, I)``."""
+
+    def __init__(self, policy, scale: float):
+        super().__init__()
+        self.policy, self.scale = policy, float(scale)
+        for key in ("shape_meta", "horizon", "action_dim", "n_obs_steps", "n_action_steps"):
+            setattr(self, key, getattr(policy, key))
+
+    @torch.no_grad()
+    def predict_action(self, obs, generator: torch.Generator | None = None):
+        context, _ = self.policy.obs_encoder(self.policy.normalize_obs(obs))
+        noise = torch.randn(context.shape[0], self.horizon, self.action_dim, generator=generator)
+        return self.policy.actions_from_noise(context, self.scale * noise)
+
+
+def load_frozen_policy(checkpoint: Path, inference_steps: int):
+    from maniflow_rl.pipeline.finetune import policy_from_checkpoint
+    from maniflow_rl.utils.checkpoint import load_checkpoint_file
+
+    payload = load_checkpoint_file(checkpoint, expected_kind="pretrain")
+    return policy_from_checkpoint(payload, {"num_inference_steps": inference_steps}).eval()
+
+
+def steering_authority(policy, demos: Path, scales: list[float], num_states: int,
+                       noises: int, seed: int) -> dict:
+    from maniflow_rl.pipeline.finetune import demo_dataset_for
+    from maniflow_rl.rl.dsrl.demos import demo_chunk_transitions
+
+    transitions = list(demo_chunk_transitions(demo_dataset_for(policy, str(demos)),
+                                              policy.n_obs_steps, policy.n_action_steps))
+    picks = np.linspace(0, len(transitions) - 1, min(num_states, len(transitions))).astype(int)
+    obs = {k: torch.as_tensor(np.stack([transitions[i]["obs"][k] for i in picks]))
+           for k in transitions[0]["obs"]}
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    with torch.no_grad():
+        context, _ = policy.obs_encoder(policy.normalize_obs(obs))
+        repeated = context.repeat_interleave(noises, 0)
+        for scale in scales:
+            noise = scale * torch.randn(len(repeated), policy.horizon, policy.action_dim,
+                                        generator=generator)
+            chunks = policy.normalizer.normalize(
+                "action", policy.actions_from_noise(repeated, noise)["action"])
+            spread = diagnostics.chunk_spread(chunks.reshape(len(picks), noises, -1).numpy())
+            out[str(scale)] = {k: round(v, 4) for k, v in spread.items()}
+    return {"states": int(len(picks)), "noises_per_state": noises, "by_noise_scale": out}
+
+
+def critic_ranking(run_dir: Path) -> dict:
+    from maniflow_rl.rl.dsrl.networks import CriticEnsemble
+    from maniflow_rl.utils.checkpoint import load_checkpoint_file
+
+    payload = load_checkpoint_file(run_dir / "finetune" / "latest.pt", expected_kind="dsrl")
+    config = payload["dsrl_config"]
+    if config["variant"] != "na":
+        raise SystemExit(f"{run_dir}: critic ranking needs a DSRL-NA run (an action critic)")
+    replay = np.load(run_dir / "finetune" / "replay.npz")
+    get = {k: replay[f"online_{k}"] for k in ("features", "next_features", "action", "reward",
+                                             "discount", "terminated", "alias_action")}
+    num_envs = int(config["num_envs"])
+    continues = diagnostics.episode_continues(get["features"], get["next_features"],
+                                              get["terminated"], num_envs)
+    returns = diagnostics.monte_carlo_returns(get["reward"], get["discount"], continues, num_envs)
+    critic = CriticEnsemble(get["features"].shape[1], get["action"].shape[1],
+                            tuple(config["hidden_dims"]), int(config["num_critics"]))
+    critic.load_state_dict(payload["modules"]["action_critic"])
+    # the last 40 vector steps: episodes still running at the buffer's end have no full return
+    keep = slice(0, max(0, len(returns) - 40 * num_envs))
+    features = torch.as_tensor(get["features"][keep])
+    aliases = torch.as_tensor(get["alias_action"][keep])
+    with torch.no_grad():
+        q_executed = critic(features, torch.as_tensor(get["action"][keep])).mean(0).numpy()
+        q_aliases = critic(features.repeat_interleave(aliases.shape[1], 0),
+                           aliases.flatten(0, 1)).mean(0).view(len(features), -1).numpy()
+    result = diagnostics.critic_ranking(q_executed, q_aliases, returns[keep])
+    return {"run_dir": str(run_dir), "transitions": int(len(q_executed)),
+            **{k: round(v, 4) for k, v in result.items()}}
+
+
+def success_by_scale(policy, task: str, scales: list[float], episodes: int) -> dict:
+    from maniflow_rl.config import RunConfig, load_config
+    from maniflow_rl.evaluation.evaluate import evaluate_policy
+    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+
+    cfg = load_config(RunConfig, "default", [f"env.task={task}"])
+    out = {}
+    for scale in scales:
+        start = time.perf_counter()
+        with MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
+                                **cfg.env.env_kwargs()) as runner:
+            result = evaluate_policy(ScaledNoisePolicy(policy, scale), runner, episodes,
+                                     seed=cfg.eval.seed, progress=False)
+        out[str(scale)] = {"success": result["success_rate"],
+                           "ci": [round(result["ci_low"], 3), round(result["ci_high"], 3)],
+                           "seconds": round(time.perf_counter() - start, 1)}
+        print(json.dumps({"scale": scale, **out[str(scale)]}), flush=True)
+    return {"task": task, "episodes": episodes, "eval_seed": cfg.eval.seed, "by_noise_scale": out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, help="imitation (pretrain) checkpoint")
+    parser.add_argument("--demos", type=Path, help="the run's demos.zarr (authority states)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
+    parser.add_argument("--num-states", type=int, default=48)
+    parser.add_argument("--noises", type=int, default=8)
+    parser.add_argument("--inference-steps", type=int, default=4)
+    parser.add_argument("--dsrl-run", type=Path, nargs="*", default=[])
+    parser.add_argument("--task", help="metaworld/<task> for success vs noise scale")
+    parser.add_argument("--eval-scales", type=float, nargs="*", default=[])
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    if (args.demos or args.eval_scales) and not args.checkpoint:
+        parser.error("--demos and --eval-scales need --checkpoint")
+    if args.eval_scales and not args.task:
+        parser.error("--eval-scales needs --task")
+    result: dict = {"checkpoint": str(args.checkpoint) if args.checkpoint else None}
+    policy = load_frozen_policy(args.checkpoint, args.inference_steps) if args.checkpoint else None
+    if policy is not None and args.demos:
+        result["authority"] = steering_authority(policy, args.demos, args.scales,
+                                                 args.num_states, args.noises, args.seed)
+    result["critic_ranking"] = [critic_ranking(run) for run in args.dsrl_run]
+    if args.eval_scales:
+        result["success"] = success_by_scale(policy, args.task, args.eval_scales, args.episodes)
+    text = json.dumps(result, indent=1)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
