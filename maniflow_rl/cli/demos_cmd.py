@@ -30,6 +30,8 @@ def add_demos_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--point-cloud-source", choices=("camera", "geometry"), default="camera")
     p.add_argument("--num-points", type=int, default=512)
     p.add_argument("--camera", default="corner2")
+    p.add_argument("--action-noise", type=float, default=0.0,
+                   help="std of the Gaussian added to every executed expert action (noisy demos)")
     p.add_argument("--use-rgb-image", action="store_true", help="also store data/img [T,H,W,3]")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -49,7 +51,8 @@ def run_demos(args: argparse.Namespace) -> int:
                              max_episode_steps=args.max_episode_steps, env_kwargs=env_kwargs,
                              progress=not getattr(args, "no_progress", False),
                              max_attempts=getattr(args, "max_attempts", None),
-                             overwrite=bool(getattr(args, "overwrite", False)))
+                             overwrite=bool(getattr(args, "overwrite", False)),
+                             action_noise=float(getattr(args, "action_noise", 0.0)))
     print(json.dumps(summary, indent=2))
     if not summary["complete"]:
         print(f"warning: only {summary['episodes']} of {summary['requested']} episodes succeeded")

@@ -181,10 +181,14 @@ class FinetuneConfig:
 class DemosStageConfig:
     episodes: int = 10
     seed: int = 0
+    action_noise: float = 0.0    # std added to every executed expert action ("noisy demos")
 
     def validate(self) -> "DemosStageConfig":
         require_int("demos", "episodes", self.episodes, 1)
         require_int("demos", "seed", self.seed, 0)
+        if not isinstance(self.action_noise, (int, float)) or not 0 <= self.action_noise <= 1:
+            raise ValueError(f"demos.action_noise must be a number in [0, 1], "
+                             f"got {self.action_noise!r}")
         return self
 
 

@@ -6,12 +6,19 @@ and writes, in zarr format 2 so the original DP3 / ManiFlow code can read it::
 
     data/point_cloud  float32 [T, N, 3|6]   observation before each action
     data/state        float32 [T, Ds]       agent_pos (9-d by default)
-    data/action       float32 [T, 4]        expert action
+    data/action       float32 [T, 4]        executed action: the expert's, plus noise if any
     data/full_state   float32 [T, 39]       MetaWorld state (goal observable), for debugging
     data/img          uint8   [T, H, W, 3]  only with use_image=True in env_kwargs
     meta/episode_ends int64   [E]           cumulative (exclusive) end index of every episode
 
 Attempt ``k`` resets with ``derive_episode_seed(seed, k)``, so a dataset is reproducible.
+
+``action_noise = sigma > 0`` ("noisy demos"): every step executes and records
+``clip(a_expert + sigma * eps, -1, 1)``, ``eps ~ N(0, I)`` seeded from the attempt's seed. The
+closed-loop expert corrects what the noise did, so the demos show a spread of actions around
+the expert's instead of one deterministic action per state; a flow policy imitating them keeps
+that spread in its initial noise, which is what latent steering (DSRL) chooses from
+(docs/TUNING.md, "steering authority").
 """
 
 from __future__ import annotations
@@ -49,8 +56,11 @@ def _write_zarr(path: Path, data: dict[str, np.ndarray], episode_ends: np.ndarra
                       chunks=(max(1, len(episode_ends)),))
 
 
-def run_expert_episode(env, seed: int) -> tuple[dict[str, np.ndarray], bool]:
-    """One scripted-expert episode; returns the per-step arrays and whether it succeeded."""
+def run_expert_episode(env, seed: int, action_noise: float = 0.0
+                       ) -> tuple[dict[str, np.ndarray], bool]:
+    """One scripted-expert episode; returns the per-step arrays and whether it succeeded.
+    ``action_noise``: std of the Gaussian added to each expert action (module docstring)."""
+    noise_rng = np.random.default_rng([int(seed), 1]) if action_noise > 0 else None
     obs, _ = env.reset(seed=seed)
     steps: dict[str, list] = {"point_cloud": [], "state": [], "action": [], "full_state": []}
     if "image" in obs:
@@ -58,6 +68,9 @@ def run_expert_episode(env, seed: int) -> tuple[dict[str, np.ndarray], bool]:
     success = False
     while True:
         action = env.expert_action()
+        if noise_rng is not None:
+            noise = action_noise * noise_rng.standard_normal(action.shape)
+            action = np.clip(action + noise, -1.0, 1.0).astype(action.dtype)
         steps["point_cloud"].append(obs["point_cloud"])
         steps["state"].append(obs["agent_pos"])
         steps["action"].append(action)
@@ -96,7 +109,7 @@ def check_demos_output(path: str | os.PathLike, overwrite: bool = False) -> None
 def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, seed: int = 0,
                    max_episode_steps: int = 200, env_kwargs: dict[str, Any] | None = None,
                    progress: bool = True, max_attempts: int | None = None,
-                   overwrite: bool = False) -> dict[str, Any]:
+                   overwrite: bool = False, action_noise: float = 0.0) -> dict[str, Any]:
     """Collect ``num_episodes`` successful scripted-expert episodes and save them as zarr.
 
     Args:
@@ -110,6 +123,8 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
             ``point_cloud_source``, ``camera``, ``use_image``, ...).
         progress: show a tqdm bar.
         max_attempts: give up after this many attempts (default ``3 * num_episodes + 10``).
+        overwrite: replace an existing demo dataset at ``out_path``.
+        action_noise: std of the Gaussian added to every executed expert action (0: none).
 
     Returns:
         Summary dict: task, episodes, attempts, success_rate, total_steps, mean_episode_length,
@@ -124,6 +139,9 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
 
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if not 0.0 <= float(action_noise) <= 1.0:
+        raise ValueError(f"action_noise must be in [0, 1] (actions live in [-1, 1]), "
+                         f"got {action_noise}")
     check_demos_output(out_path, overwrite)
     max_attempts = 3 * num_episodes + 10 if max_attempts is None else int(max_attempts)
     kwargs = dict(env_kwargs or {})
@@ -140,7 +158,8 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
         bar = tqdm(total=num_episodes, desc=f"demos {env.task}", unit="ep")
     try:
         while len(episodes) < num_episodes and attempts < max_attempts:
-            steps, success = run_expert_episode(env, derive_episode_seed(seed, attempts))
+            steps, success = run_expert_episode(env, derive_episode_seed(seed, attempts),
+                                                action_noise)
             attempts += 1
             if success:
                 episodes.append(steps)
@@ -179,6 +198,7 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
     summary = {
         "task": registry_name(env.task), "episodes": len(episodes), "requested": num_episodes,
         "attempts": attempts, "success_rate": len(episodes) / attempts,
+        "action_noise": float(action_noise),
         "total_steps": int(episode_ends[-1]), "mean_episode_length": float(lengths.mean()),
         "complete": len(episodes) == num_episodes, "out_path": str(out_path),
         "seconds": round(time.time() - start, 2),

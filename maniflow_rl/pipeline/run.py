@@ -146,7 +146,7 @@ def _stage_demos(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any
     summary = generate_demos(cfg.env.task, cfg.demos.episodes, run_dir / "demos.zarr",
                              seed=cfg.demos.seed, max_episode_steps=cfg.env.max_episode_steps,
                              env_kwargs=env_kwargs, progress=progress,
-                             overwrite=True)
+                             overwrite=True, action_noise=cfg.demos.action_noise)
     return {"env_steps": int(summary["total_steps"]),
             "summary": _jsonable(summary)}
 

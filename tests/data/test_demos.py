@@ -115,3 +115,30 @@ def test_demos_never_replace_what_they_did_not_write(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert cli_main([*args, "--out", str(dataset), "--overwrite"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zarr", "mine"]   # no temp leftovers
+
+
+def test_noisy_demos_execute_and_record_expert_plus_gaussian_noise():
+    """action_noise = sigma: the recorded actions are the executed ones (replaying them from
+    the same reset reproduces the states), and recorded - expert(state) has std sigma."""
+    sigma = 0.2
+    env = MetaWorldPointCloudEnv("button-press-topdown", max_episode_steps=200, **GEO)
+    clean, _ = run_expert_episode(env, seed=3)
+    steps, success = run_expert_episode(env, seed=3, action_noise=sigma)
+    assert success
+    again, _ = run_expert_episode(env, seed=3, action_noise=sigma)
+    np.testing.assert_array_equal(steps["action"], again["action"])       # seeded
+    assert not np.array_equal(steps["action"][:10], clean["action"][:10])
+    env.reset(seed=3)
+    residuals = []
+    for t, action in enumerate(steps["action"]):
+        np.testing.assert_allclose(env.raw_obs, steps["full_state"][t], atol=1e-6)
+        expert = env.expert_action()
+        inside = np.abs(action) < 1.0                     # clipped entries are not Gaussian
+        residuals.append((action - expert)[inside])
+        env.step(action)
+    residuals = np.concatenate(residuals)
+    assert len(residuals) > 100
+    assert abs(residuals.mean()) < 4 * sigma / np.sqrt(len(residuals))
+    assert residuals.std() == pytest.approx(sigma, rel=0.2)
+    with pytest.raises(ValueError, match="action_noise"):
+        generate_demos("reach", 1, "unused.zarr", env_kwargs=GEO, action_noise=2.0)
