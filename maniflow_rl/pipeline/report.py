@@ -93,6 +93,7 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
         "success_gain": after["success_rate"] - before["success_rate"],
         "min_eval_success_during_rl": min(eval_points) if eval_points else None,
         "finetune_env_steps": stages.get("finetune", {}).get("env_steps", 0),
+        "finetune_executed_env_steps": stages.get("finetune", {}).get("executed_env_steps"),
         "total_wall_s": sum(r["wall_s"] for r in stage_rows.values()),
         "stages": stage_rows,
         "machine": machine,
@@ -127,6 +128,11 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
     if report["min_eval_success_during_rl"] is not None:
         lines.append(f"Lowest evaluated success during RL: "
                      f"{report['min_eval_success_during_rl']:.1%}.")
+    executed = report.get("finetune_executed_env_steps")
+    if executed is not None:
+        lines.append(f"Fine-tuning env steps: {report['finetune_env_steps']:,} budgeted, "
+                     f"{executed:,} executed (an env whose episode ended inside an action chunk "
+                     f"waits for the next decision point; GRPO envs idle after their episode).")
     lines += ["", "| stage | wall-clock | env steps |", "|---|---|---|"]
     for name, row in report["stages"].items():
         lines.append(f"| {name} | {row['wall_s'] / 60:.1f} min | {row['env_steps']:,} |")

@@ -236,6 +236,7 @@ def _stage_finetune(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, 
         close_trainer_envs(trainer)
     steps = getattr(trainer, "iteration", getattr(trainer, "vector_steps", 0))
     return {"env_steps": int(trainer.global_step), "iterations": int(steps),
+            "executed_env_steps": int(getattr(trainer, "executed_env_steps", trainer.global_step)),
             "algorithm": cfg.finetune.algorithm}
 
 

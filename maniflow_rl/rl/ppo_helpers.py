@@ -95,8 +95,9 @@ def rollout_metrics(stats: dict[str, Any], batch, executed: slice) -> dict[str, 
     metrics["rollout/reward_per_decision"] = float(batch.rewards.mean())
     metrics["rollout/mask_fraction"] = float(batch.mask.mean())   # samples with signal
     metrics["rollout/nonfinite_dropped"] = float(stats.get("nonfinite_dropped", 0))
-    if "active_env_steps" in stats:
-        metrics["rollout/active_env_steps"] = float(stats["active_env_steps"])
+    for key in ("active_env_steps", "executed_env_steps"):
+        if key in stats:
+            metrics[f"rollout/{key}"] = float(stats[key])
     metrics.update(denoising_step_diagnostics(batch.chains, batch.denoise_inds, executed))
     metrics["rollout/value_mean"] = float(batch.values.mean())
     metrics["rollout/advantage_std"] = float(batch.advantages.std())

@@ -132,6 +132,7 @@ class ManiFlowPPOTrainer:
         self.imitation_checkpoint = imitation_checkpoint
         self.iteration = 0
         self.global_step = 0
+        self.executed_env_steps = 0   # env steps really run (held / idle envs excluded)
         self.history: list[dict[str, float]] = []
         self.consecutive_skipped_updates = 0
         self._generator = torch.Generator().manual_seed(self.rank_seed)
@@ -230,6 +231,8 @@ class ManiFlowPPOTrainer:
             metrics["perf/sps"] = env_steps / max(metrics["perf/rollout_seconds"]
                                                   + metrics["perf/update_seconds"], 1e-9)
             metrics["perf/rollout_sps"] = env_steps / max(metrics["perf/rollout_seconds"], 1e-9)
+        self.executed_env_steps += int(metrics.get("rollout/executed_env_steps", env_steps))
+        metrics["executed_env_steps"] = self.executed_env_steps
         if self.iteration % cfg.eval_interval == 0 and cfg.eval_episodes > 0:
             metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()
                             if isinstance(v, (int, float))})
@@ -322,6 +325,7 @@ class ManiFlowPPOTrainer:
             "collector_config": dataclasses.asdict(self.collector_config),
             "iteration": self.iteration,
             "global_step": self.global_step,
+            "executed_env_steps": self.executed_env_steps,
             "history": self.history,
             "rng": get_rng_state(),
             "trainer_generator": self._generator.get_state(),
@@ -375,6 +379,7 @@ class ManiFlowPPOTrainer:
                 group.setdefault("initial_lr", group["lr"])
             self.iteration = int(payload["iteration"])
             self.global_step = int(payload["global_step"])
+            self.executed_env_steps = int(payload.get("executed_env_steps", self.global_step))
             self.history = list(payload.get("history", []))
             self._restore_rank_state(payload)
             self.consecutive_skipped_updates = 0

@@ -66,6 +66,7 @@ class ChunkOutcome:
     dones: np.ndarray
     truncated: np.ndarray
     counted_steps: int = 0      # sub-steps whose reward counts (summed over envs)
+    executed_steps: int = 0     # sub-steps the envs ran (held envs excluded), summed over envs
     dropped: np.ndarray | None = None   # bool [num_envs]: transition dropped (bad env value)
     nonfinite_dropped: int = 0  # env sub-steps with a bad value in this chunk (drop mode)
     final_history_envs: list[int] = field(default_factory=list)
@@ -189,6 +190,7 @@ class ManiFlowRolloutCollector:
                    else self.env_runner.step(actions[:, sub_step]))
             step = normalize_step_output(raw, num_envs)
             self.vector_steps += 1
+            outcome.executed_steps += int(stepping.sum())
             frame = self._frame(step.obs, "env step observation")
             at_step = f"at env step {self.vector_steps}"
             bad = self.guard.inspect({"reward": step.rewards, **frame}, f"from step() {at_step}")
@@ -288,13 +290,14 @@ class ManiFlowRolloutCollector:
         after it ends (module docstring). Returns ``(batch, stats)``; ``stats`` has
         ``episode_returns`` / ``episode_lengths`` / ``episode_successes`` (lists over episodes
         finished during this call), ``num_episodes``, ``env_steps`` (sub-steps summed over envs),
-        ``active_env_steps`` (those of non-idle envs), ``nonfinite_dropped`` (env sub-steps
-        with a bad value, drop mode), ``rollout_time`` and ``sps``.
+        ``active_env_steps`` (those of non-idle envs), ``executed_env_steps`` (those the envs
+        ran, held envs excluded: the env interaction really spent), ``nonfinite_dropped`` (env
+        sub-steps with a bad value, drop mode), ``rollout_time`` and ``sps``.
         """
         if self._history is None or fresh_episodes:
             self.reset()
         active = np.ones(self.num_envs, dtype=bool)
-        active_steps = 0
+        active_steps = executed_steps = 0
         masks = []
         start = time.perf_counter()
         finished: list[dict[str, Any]] = []
@@ -310,6 +313,7 @@ class ManiFlowRolloutCollector:
             masks.append(torch.tensor(step_mask & ~outcome.dropped, dtype=torch.float32,
                                       device=self.device))
             active_steps += outcome.counted_steps
+            executed_steps += outcome.executed_steps
             if fresh_episodes:
                 active &= ~outcome.dones
             records["obs"].append(obs)
@@ -346,6 +350,7 @@ class ManiFlowRolloutCollector:
             "num_episodes": len(finished),
             "env_steps": env_steps,
             "active_env_steps": int(active_steps),
+            "executed_env_steps": int(executed_steps),
             "nonfinite_dropped": self.nonfinite_dropped - dropped_before,
             "rollout_time": elapsed,
             "sps": env_steps / max(elapsed, 1e-9),

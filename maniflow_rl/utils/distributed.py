@@ -136,7 +136,7 @@ def minibatch_chunks(order: torch.Tensor, batch_size: int, total_samples: int | 
 
 
 SUM_METRICS = ("env_steps", "rollout/num_episodes", "rollout/nonfinite_dropped",
-               "rollout/active_env_steps", "train/active_samples")
+               "rollout/active_env_steps", "rollout/executed_env_steps", "train/active_samples")
 EPISODE_METRICS = ("rollout/return_mean", "rollout/success_rate", "rollout/episode_length")
 MAX_METRICS = ("perf/rollout_seconds", "perf/update_seconds")
 

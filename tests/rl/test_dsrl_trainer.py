@@ -64,8 +64,10 @@ def test_checkpoint_restores_learner_replay_and_counters(tmp_path):
     path = trainer.save_checkpoint()
     resumed = _trainer(tmp_path, "na", total_timesteps=800, warmup_steps=80)
     resumed.load_checkpoint(path)
-    assert (resumed.global_step, resumed.vector_steps, resumed.gradient_steps) == (
-        trainer.global_step, trainer.vector_steps, trainer.gradient_steps)
+    assert (resumed.global_step, resumed.vector_steps, resumed.gradient_steps,
+            resumed.executed_env_steps) == (trainer.global_step, trainer.vector_steps,
+                                            trainer.gradient_steps, trainer.executed_env_steps)
+    assert 0 < trainer.executed_env_steps <= trainer.global_step
     for name, module in trainer._modules().items():
         for a, b in zip(module.state_dict().values(), resumed._modules()[name].state_dict().values()):
             assert torch.equal(a, b)

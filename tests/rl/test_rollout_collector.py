@@ -112,6 +112,8 @@ def test_runner_that_holds_envs_starts_the_new_episode_at_the_next_chunk():
     assert batch.truncated[:, 1].tolist() == [1.0, 1.0, 1.0]
     assert sorted(stats["episode_lengths"]) == [3, 3, 3, 4]
     assert batch.last_values.tolist() == [32.0, 0.0]   # env 0: [step 2, step 3] frames
+    # 3 chunks x 3 sub-steps x 2 envs budgeted; env 0's 2 held sub-steps never ran
+    assert stats["env_steps"] == 18 and stats["executed_env_steps"] == 18 - runner.held_steps
 
 
 def test_runner_subclass_without_active_argument_is_not_held():
@@ -121,8 +123,9 @@ def test_runner_subclass_without_active_argument_is_not_held():
 
     collector = ManiFlowRolloutCollector(FakePolicy(STATE_META), Wrapped(), CollectorConfig(
         max_steps_per_episode=100, action_chunk_size=3, obs_chunk_size=2))
-    batch, _ = collector.collect(3)
+    batch, stats = collector.collect(3)
     assert batch.rewards[:, 0].tolist() == [6.0, 4.0, 7.0]   # leftover sub-steps ran
+    assert stats["executed_env_steps"] == stats["env_steps"] == 18
 
 
 def test_chunk_semantics_rewards_masking_history_and_truncation():

@@ -84,6 +84,9 @@ def test_checkpoint_resume_continues_identically(tmp_path):
     resumed = _dummy_trainer(tmp_path)
     resumed.load_checkpoint(path)
     assert resumed.iteration == 2 and resumed.global_step == trainer.global_step
+    assert resumed.executed_env_steps == trainer.executed_env_steps
+    assert 0 < trainer.executed_env_steps <= trainer.global_step
+    assert trainer.history[-1]["executed_env_steps"] == trainer.executed_env_steps
     for key, value in resumed.policy.state_dict().items():
         torch.testing.assert_close(value, saved_state[key], rtol=0, atol=0)
     opt_a, opt_b = trainer.optimizer.state_dict(), resumed.optimizer.state_dict()

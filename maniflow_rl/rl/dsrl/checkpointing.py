@@ -41,6 +41,7 @@ def save_dsrl_checkpoint(trainer, path: str | Path | None = None) -> Path:
         "optimizers": optimizers,
         "log_alpha": trainer.log_alpha.detach().clone(),
         "counters": {"global_step": trainer.global_step, "vector_steps": trainer.vector_steps,
+                     "executed_env_steps": trainer.executed_env_steps,
                      "gradient_steps": trainer.gradient_steps,
                      "skipped_updates": trainer.skipped_updates},
         "history": trainer.history, "rng": get_rng_state(),
@@ -68,6 +69,7 @@ def load_dsrl_checkpoint(trainer, path: str | Path) -> dict[str, Any]:
     counters = payload["counters"]
     trainer.global_step, trainer.vector_steps = counters["global_step"], counters["vector_steps"]
     trainer.gradient_steps = counters["gradient_steps"]
+    trainer.executed_env_steps = counters.get("executed_env_steps", trainer.global_step)
     trainer.skipped_updates = counters.get("skipped_updates", 0)
     trainer.history = list(payload.get("history", []))
     set_rng_state(payload.get("rng"))

@@ -106,6 +106,7 @@ class ManiFlowDSRLTrainer:
         self.nstep = NStepAccumulator(cfg.num_envs, cfg.nstep, self.chunk_discount)
         self._generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.global_step = self.vector_steps = self.gradient_steps = 0
+        self.executed_env_steps = 0   # env steps really run (held envs excluded)
         self.skipped_updates = self.consecutive_skipped = 0
         self.history: list[dict[str, float]] = []
         self._episodes: list[dict[str, Any]] = []
@@ -228,6 +229,7 @@ class ManiFlowDSRLTrainer:
             self.replay.add({k: np.stack([c[k] for c in completed]).astype(np.float32)
                              for k in completed[0]})
         self.global_step += n * self.policy.n_action_steps
+        self.executed_env_steps += int(outcome.executed_steps)
         self._episodes += finished
         with torch.no_grad():   # how far the deterministic noise is from N(0, I) draws (~sqrt(Dw))
             mean_norm = float(self.actor.mean_noise(self.actor_input(features)).norm(dim=1).mean())
@@ -316,6 +318,7 @@ class ManiFlowDSRLTrainer:
         count = max(1, pending.pop("_updates", 0))
         metrics = {k: (v / count if k.startswith("train/") else v) for k, v in pending.items()}
         metrics.update({"vector_step": self.vector_steps, "global_step": self.global_step,
+                        "executed_env_steps": self.executed_env_steps,
                         "train/gradient_steps": self.gradient_steps,
                         "train/skipped_updates": self.skipped_updates,
                         "train/utd": updates / max(1, steps / self.policy.n_action_steps),
