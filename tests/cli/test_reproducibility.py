@@ -13,7 +13,10 @@ from maniflow_rl.cli.main import main as cli_main
 
 DUMMY = ["--iterations", "3", "--no-progress", "ppo.num_envs=2", "ppo.batch_size=8",
          "ppo.num_steps_per_rollout=4", "ppo.log_interval=100", "policy.n_emb=32",
-         "policy.n_layer=1", "policy.n_head=2", "policy.num_inference_steps=2"]
+         "policy.n_layer=1", "policy.n_head=2", "policy.num_inference_steps=2",
+         "runtime.torch_threads=1"]
+# bit-identical runs need a fixed thread count: with ``auto`` the count follows other
+# processes' load, and sums reduced over other threads differ in the last bits
 
 
 def test_dummy_twice_with_the_same_seed_gives_identical_metrics(tmp_path):
@@ -53,7 +56,8 @@ def test_finetune_from_a_checkpoint_is_reproducible(tmp_path):
     checkpoint = metaworld_checkpoint(tmp_path / "imitation.pt")
     for name in ("a", "b"):
         torch.rand(321)
-        cfg = load_config(RunConfig, None, TINY_FINETUNE).finetune_config()
+        cfg = load_config(RunConfig, None,
+                          [*TINY_FINETUNE, "runtime.torch_threads=1"]).finetune_config()
         cfg.env.task, cfg.demos = "metaworld/reach-v3", None
         trainer = build_finetune_trainer(cfg, checkpoint, tmp_path / name)
         try:
