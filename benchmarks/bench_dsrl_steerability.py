@@ -89,7 +89,13 @@ def critic_ranking(run_dir: Path) -> dict:
     config = payload["dsrl_config"]
     if config["variant"] != "na":
         raise SystemExit(f"{run_dir}: critic ranking needs a DSRL-NA run (an action critic)")
+    if int(config.get("nstep", 1)) != 1:
+        raise SystemExit(f"{run_dir}: Monte-Carlo returns are rebuilt from 1-step transitions; "
+                         f"this run used nstep={config['nstep']}")
     replay = np.load(run_dir / "finetune" / "replay.npz")
+    if len(replay["online_reward"]) >= int(config["buffer_size"]):
+        raise SystemExit(f"{run_dir}: the replay buffer wrapped around; its order no longer "
+                         f"follows the vector steps")
     get = {k: replay[f"online_{k}"] for k in ("features", "next_features", "action", "reward",
                                              "discount", "terminated", "alias_action")}
     num_envs = int(config["num_envs"])
