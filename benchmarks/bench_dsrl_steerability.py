@@ -13,6 +13,12 @@ against the initial noise's scale (``maniflow_rl/rl/dsrl/diagnostics.py`` has th
    against its action critic's values and advantages.
 3. Success vs noise scale (``--task`` with ``--eval-scales``): the frozen policy with initial
    noise ``s_w * N(0, I)`` on the pipeline's evaluation seeds.
+4. Does one chunk's noise decide the episode? (``--task`` with ``--branch-layouts``): for each
+   layout and decision point ``t`` in ``--branch-points``, ``--branches`` envs start the same
+   layout and share every noise draw except the one at ``t`` (deterministic chains, so they
+   stay identical until ``t``). Reported per ``t``: how often the branches of a layout
+   disagree on success, and the oracle gain ``mean_layouts max_k success_k - mean success``:
+   the most that choosing that one chunk's noise could add.
 
 Prints and saves JSON (``--out``).
 """
@@ -138,6 +144,60 @@ def success_by_scale(policy, task: str, scales: list[float], episodes: int) -> d
     return {"task": task, "episodes": episodes, "eval_seed": cfg.eval.seed, "by_noise_scale": out}
 
 
+def branch_outcomes(policy, task: str, layouts: int, branches: int, branch_points: list[int],
+                    seed: int) -> dict:
+    from maniflow_rl.config import RunConfig, load_config
+    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+    from maniflow_rl.rl.rollout_collector import ManiFlowRolloutCollector
+
+    cfg = load_config(RunConfig, "default", [f"env.task={task}"])
+    shape = (policy.horizon, policy.action_dim)
+    results: dict[int, list[list[bool]]] = {t: [] for t in branch_points}
+    ended_before: dict[int, int] = {t: 0 for t in branch_points}
+    with MetaWorldEnvRunner(cfg.env.task, num_envs=branches, seed=seed,
+                            **cfg.env.env_kwargs()) as runner:
+        collector = ManiFlowRolloutCollector(policy, runner)
+        for layout in range(layouts):
+            for t_branch in branch_points:
+                runner.seed([cfg.eval.seed + layout] * branches)   # the evaluation layouts
+                collector.reset()
+                generator = torch.Generator().manual_seed(seed * 100_003 + layout * 1_009 + t_branch)
+                success = np.zeros(branches, bool)
+                ended = np.zeros(branches, bool)
+                decision = 0
+                while not ended.all():
+                    with torch.no_grad():
+                        context, _ = policy.obs_encoder(policy.normalize_obs(
+                            collector.observation()))
+                        shared = torch.randn(1, *shape, generator=generator).repeat(branches, 1, 1)
+                        own = torch.randn(branches, *shape, generator=generator)
+                        noise = own if decision == t_branch else shared
+                        actions = policy.actions_from_noise(context, noise)["action"]
+                    _, finished = collector.execute(actions.numpy())
+                    for episode in finished:
+                        env = episode["env"]
+                        if not ended[env]:
+                            ended[env], success[env] = True, episode["success"]
+                    decision += 1
+                    if ended.all() and decision <= t_branch:
+                        ended_before[t_branch] += 1
+                if decision > t_branch:
+                    results[t_branch].append(success.tolist())
+    out = {}
+    for t_branch, rows in results.items():
+        outcomes = np.array(rows, dtype=float).reshape(len(rows), branches)
+        disagree = (outcomes.min(1) < 1) & (outcomes.max(1) > 0)
+        out[str(t_branch)] = {
+            "layouts": len(rows), "ended_before_branch": ended_before[t_branch],
+            "mean_success": round(float(outcomes.mean()), 4) if rows else None,
+            "layouts_where_branches_disagree": round(float(disagree.mean()), 4) if rows else None,
+            "oracle_gain": (round(float(outcomes.max(1).mean() - outcomes.mean()), 4)
+                            if rows else None)}
+        print(json.dumps({"branch_point": t_branch, **out[str(t_branch)]}), flush=True)
+    return {"task": task, "branches": branches, "eval_seed": cfg.eval.seed,
+            "by_branch_point": out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="imitation (pretrain) checkpoint")
@@ -150,13 +210,16 @@ def main() -> None:
     parser.add_argument("--task", help="metaworld/<task> for success vs noise scale")
     parser.add_argument("--eval-scales", type=float, nargs="*", default=[])
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--branch-layouts", type=int, default=0)
+    parser.add_argument("--branches", type=int, default=8)
+    parser.add_argument("--branch-points", type=int, nargs="+", default=[0, 3, 6])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    if (args.demos or args.eval_scales) and not args.checkpoint:
-        parser.error("--demos and --eval-scales need --checkpoint")
-    if args.eval_scales and not args.task:
-        parser.error("--eval-scales needs --task")
+    if args.demos and not args.checkpoint:
+        parser.error("--demos needs --checkpoint")
+    if (args.eval_scales or args.branch_layouts) and not (args.task and args.checkpoint):
+        parser.error("--eval-scales and --branch-layouts need --task and --checkpoint")
     result: dict = {"checkpoint": str(args.checkpoint) if args.checkpoint else None}
     policy = load_frozen_policy(args.checkpoint, args.inference_steps) if args.checkpoint else None
     if policy is not None and args.demos:
@@ -165,6 +228,9 @@ def main() -> None:
     result["critic_ranking"] = [critic_ranking(run) for run in args.dsrl_run]
     if args.eval_scales:
         result["success"] = success_by_scale(policy, args.task, args.eval_scales, args.episodes)
+    if args.branch_layouts:
+        result["branching"] = branch_outcomes(policy, args.task, args.branch_layouts,
+                                              args.branches, args.branch_points, args.seed)
     text = json.dumps(result, indent=1)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
