@@ -43,20 +43,9 @@ from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculat
 from maniflow_rl.rl.demo_regularizer import DemoRegularizer
 from maniflow_rl.rl.ppo_config import PPOConfig, as_config
 from maniflow_rl.rl.ppo_helpers import (  # noqa: F401  (re-exported: public names)
-    CONSOLE_KEYS,
-    CRITIC_NAME_MARKERS,
-    NonFiniteTrainingError,
-    check_env_count,
-    check_grpo_setup,
-    denoising_step_diagnostics,
-    lr_multiplier,
-    make_optimizer,
-    policy_autocast,
-    rank_state_of,
-    rollout_metrics,
-    skipped_updates_message,
-    split_actor_critic_parameters,
-)
+    CONSOLE_KEYS, CRITIC_NAME_MARKERS, NonFiniteTrainingError, check_env_count, check_grpo_setup,
+    denoising_step_diagnostics, lr_multiplier, make_optimizer, policy_autocast, rank_state_of,
+    rollout_metrics, skipped_updates_message, split_actor_critic_parameters)
 from maniflow_rl.rl.ppo_update import consecutive_skipped_updates, ppo_update
 from maniflow_rl.rl.rollout_collector import (CollectorConfig, ManiFlowRolloutCollector,
                                               group_layout_seeds)
