@@ -159,9 +159,10 @@ def branch_outcomes(policy, task: str, layouts: int, branches: int, branch_point
         collector = ManiFlowRolloutCollector(policy, runner)
         for layout in range(layouts):
             for t_branch in branch_points:
-                runner.seed([cfg.eval.seed + layout] * branches)   # the evaluation layouts
+                runner.seed([cfg.eval.seed + layout] * branches)   # reset seeds 100000, 100001, ...
                 collector.reset()
-                generator = torch.Generator().manual_seed(seed * 100_003 + layout * 1_009 + t_branch)
+                generator = torch.Generator().manual_seed(
+                    seed * 100_003 + layout * 1_009 + t_branch)
                 success = np.zeros(branches, bool)
                 ended = np.zeros(branches, bool)
                 decision = 0
