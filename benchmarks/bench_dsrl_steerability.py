@@ -49,7 +49,7 @@ class ScaledNoisePolicy(torch.nn.Module):
 
     @torch.no_grad()
     def predict_action(self, obs, generator: torch.Generator | None = None):
-        context, _ = self.policy.obs_encoder(self.policy.normalize_obs(obs))
+        context, _ = self.policy.encode_obs(obs)
         noise = torch.randn(context.shape[0], self.horizon, self.action_dim, generator=generator)
         return self.policy.actions_from_noise(context, self.scale * noise)
 
@@ -75,7 +75,7 @@ def steering_authority(policy, demos: Path, scales: list[float], num_states: int
     generator = torch.Generator().manual_seed(seed)
     out = {}
     with torch.no_grad():
-        context, _ = policy.obs_encoder(policy.normalize_obs(obs))
+        context, _ = policy.encode_obs(obs)
         repeated = context.repeat_interleave(noises, 0)
         for scale in scales:
             noise = scale * torch.randn(len(repeated), policy.horizon, policy.action_dim,
@@ -168,8 +168,7 @@ def branch_outcomes(policy, task: str, layouts: int, branches: int, branch_point
                 decision = 0
                 while not ended.all():
                     with torch.no_grad():
-                        context, _ = policy.obs_encoder(policy.normalize_obs(
-                            collector.observation()))
+                        context, _ = policy.encode_obs(collector.observation())
                         shared = torch.randn(1, *shape, generator=generator).repeat(branches, 1, 1)
                         own = torch.randn(branches, *shape, generator=generator)
                         noise = own if decision == t_branch else shared
