@@ -4,8 +4,8 @@
         --out data/button-press-topdown.zarr
 
 Only successful episodes are kept (new layouts are tried until --episodes succeed or
---max-attempts run out). Layout: data/{point_cloud,state,action,full_state[,img]},
-meta/episode_ends (zarr format 2).
+--max-attempts run out). Layout: data/{point_cloud,state,action,full_state,potential,
+next_potential[,img]}, meta/episode_ends (zarr format 2).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
+from maniflow_rl.envs.metaworld.tasks import REWARD_TYPES
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.ppo_config import PPOConfig
@@ -18,7 +19,6 @@ from maniflow_rl.utils.threads import AUTO, SAME, ThreadPolicy
 
 FINETUNE_ALGORITHMS = ("ppo", "dsrl")
 POINT_CLOUD_SOURCES = ("camera", "geometry")
-REWARD_TYPES = ("sparse", "dense")
 ENV_BACKENDS = ("multiprocessing", "ray")
 
 # ``policy.obs`` (a run option, not a ManiFlowPolicyConfig field): what the policy observes.
@@ -64,7 +64,8 @@ class EnvConfig:
     num_points: int = 512
     camera: str = "corner2"
     max_episode_steps: int = 200
-    reward_type: str = "sparse"  # "sparse" (success, terminate on success) | "dense"
+    reward_type: str = "sparse"  # "sparse" (success, terminate on success) | "dense" (MetaWorld's
+    #                              0..10) | "shaped" (sparse + potential difference of dense / 10)
     num_workers: int | None = None  # env worker processes; None = one per core
     backend: str = "multiprocessing"  # env workers: "multiprocessing" (0 workers: in-process)
     #                                   or "ray" (Ray actors; pip install maniflow-rl[distributed])

@@ -8,6 +8,10 @@ and writes, in zarr format 2 so the original DP3 / ManiFlow code can read it::
     data/state        float32 [T, Ds]       agent_pos (9-d by default)
     data/action       float32 [T, 4]        executed action: the expert's, plus noise if any
     data/full_state   float32 [T, 39]       MetaWorld state (goal observable), for debugging
+    data/potential    float32 [T, 1]        Phi(s_t) = MetaWorld's dense reward / 10 before action t
+    data/next_potential float32 [T, 1]      Phi(s_{t+1}), after it (the ``shaped`` reward's
+                                            potential: a DSRL replay pre-filled with the demos
+                                            rebuilds their shaped rewards from these two)
     data/img          uint8   [T, H, W, 3]  only with use_image=True in env_kwargs
     meta/episode_ends int64   [E]           cumulative (exclusive) end index of every episode
 
@@ -62,7 +66,8 @@ def run_expert_episode(env, seed: int, action_noise: float = 0.0
     ``action_noise``: std of the Gaussian added to each expert action (module docstring)."""
     noise_rng = np.random.default_rng([int(seed), 1]) if action_noise > 0 else None
     obs, _ = env.reset(seed=seed)
-    steps: dict[str, list] = {"point_cloud": [], "state": [], "action": [], "full_state": []}
+    steps: dict[str, list] = {"point_cloud": [], "state": [], "action": [], "full_state": [],
+                              "potential": [], "next_potential": []}
     if "image" in obs:
         steps["img"] = []
     success = False
@@ -75,9 +80,11 @@ def run_expert_episode(env, seed: int, action_noise: float = 0.0
         steps["state"].append(obs["agent_pos"])
         steps["action"].append(action)
         steps["full_state"].append(env.raw_obs.astype(np.float32))
+        steps["potential"].append(np.float32([env.potential]))
         if "img" in steps:
             steps["img"].append(obs["image"].transpose(1, 2, 0))  # CHW -> HWC (DP3 layout)
         obs, _, terminated, truncated, info = env.step(action)
+        steps["next_potential"].append(np.float32([env.potential]))
         success = success or bool(info["success"])
         if terminated or truncated:
             break

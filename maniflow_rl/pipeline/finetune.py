@@ -183,7 +183,8 @@ def build_dsrl_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str
                                              num_workers, 1, dsrl.eval_episodes > 0,
                                              privileged_state=bool(dsrl.critic_obs_keys))
     trainer = ManiFlowDSRLTrainer(policy, runner, dsrl, eval_env_runner=eval_runner,
-                                  eval_fn=make_metaworld_eval_fn(cfg), demo_dataset=demos)
+                                  eval_fn=make_metaworld_eval_fn(cfg), demo_dataset=demos,
+                                  demo_reward_type=cfg.env.reward_type)
     latest = out_dir / "latest.pt"
     if latest.is_file():
         log.info("resuming DSRL from %s", latest)

@@ -40,17 +40,23 @@ def test_generate_demos_zarr_round_trip(tmp_path):
 
     root = zarr.open_group(str(out), mode="r")
     data, ends = root["data"], root["meta/episode_ends"][:]
-    assert set(data.keys()) == {"point_cloud", "state", "action", "full_state", "img"}
+    assert set(data.keys()) == {"point_cloud", "state", "action", "full_state", "img",
+                                "potential", "next_potential"}
     total = summary["total_steps"]
     assert ends.dtype == np.int64 and ends.shape == (2,) and ends[-1] == total and ends[0] < total
     expected = {"point_cloud": ((total, 64, 3), np.float32), "state": ((total, 9), np.float32),
                 "action": ((total, 4), np.float32), "full_state": ((total, 39), np.float32),
-                "img": ((total, 48, 48, 3), np.uint8)}
+                "img": ((total, 48, 48, 3), np.uint8), "potential": ((total, 1), np.float32),
+                "next_potential": ((total, 1), np.float32)}
     for key, (shape, dtype) in expected.items():
         assert data[key].shape == shape and data[key].dtype == dtype, key
         assert data[key].chunks[1:] == shape[1:]  # chunked along time only
     actions = data["action"][:]
     assert np.all(np.abs(actions) <= 1) and np.abs(actions).sum() > 0
+    potential, next_potential = data["potential"][:, 0], data["next_potential"][:, 0]
+    inside = np.setdiff1d(np.arange(total - 1), ends - 1)   # steps followed by one of theirs
+    np.testing.assert_array_equal(next_potential[inside], potential[inside + 1])
+    assert np.all((potential >= 0) & (potential <= 1)) and np.ptp(potential) > 0
 
     # the first stored step is the first observation of attempt 0 (seed derived from 5)
     from maniflow_rl.envs.metaworld.vector_runner import derive_episode_seed

@@ -131,6 +131,36 @@ def test_no_termination_and_dense_reward():
     assert 0 <= min(rewards) and max(rewards) <= 10 and len(set(np.round(rewards, 6))) > 10
 
 
+def test_shaped_reward_is_success_plus_potential_difference():
+    """``shaped`` against a ``dense`` env replaying the same seed and actions (independent
+    reference): r_t = 1[success] + (dense_t - dense_{t-1}) / 10, dense_{-1} from MetaWorld's
+    own compute_reward at the reset state; the rewards telescope to 1 + Phi(s_T) - Phi(s_0)."""
+    kwargs = dict(point_cloud_source="geometry", num_points=64)
+    shaped = MetaWorldPointCloudEnv("push", reward_type="shaped", **kwargs)
+    dense = MetaWorldPointCloudEnv("push", reward_type="dense", **kwargs)
+    shaped.reset(seed=4)
+    dense.reset(seed=4)
+    previous = dense._mw.compute_reward(np.zeros(4), dense.raw_obs)[0] / 10.0
+    phi_0 = shaped.potential
+    assert phi_0 == pytest.approx(previous)
+    rewards = []
+    for _ in range(200):
+        action = shaped.expert_action()
+        _, reward, terminated, truncated, info = shaped.step(action)
+        _, dense_reward, *_ = dense.step(action)
+        expected = float(info["success"]) + dense_reward / 10.0 - previous
+        assert reward == pytest.approx(expected, abs=1e-9)
+        previous = dense_reward / 10.0
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    assert terminated and info["success"]
+    assert sum(rewards) == pytest.approx(1.0 + shaped.potential - phi_0, abs=1e-9)
+    assert len({round(r, 6) for r in rewards[:-1]}) > 5   # informative before the success
+    with pytest.raises(ValueError, match="reward_type"):
+        MetaWorldPointCloudEnv("push", reward_type="shaping", **kwargs)
+
+
 def test_truncation_at_max_episode_steps():
     env = MetaWorldPointCloudEnv("pick-place", point_cloud_source="geometry", num_points=64,
                                  max_episode_steps=5)

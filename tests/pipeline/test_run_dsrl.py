@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from test_run_pipeline import _run
@@ -20,7 +21,7 @@ DSRL = ["finetune.algorithm=dsrl", "dsrl.variant=na", "dsrl.num_envs=2",
 
 def test_run_with_dsrl_writes_report_and_resumable_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    assert _run(run_dir, *DSRL) == 0
+    assert _run(run_dir, *DSRL, "env.reward_type=shaped") == 0
     report = json.loads((run_dir / "report.json").read_text())
     assert report["finetune_env_steps"] >= 160 and 0.0 <= report["success_after"] <= 1.0
     stages = json.loads((run_dir / "stages.json").read_text())
@@ -30,7 +31,11 @@ def test_run_with_dsrl_writes_report_and_resumable_checkpoint(tmp_path):
     assert any("eval/success_rate" in m for m in metrics)
     assert any(m.get("replay/demos", 0) > 0 for m in metrics)   # NA pre-fills the run's demos
     assert any(m.get("train/gradient_steps", 0) > 0 for m in metrics)
-    assert (run_dir / "finetune" / "replay.npz").is_file()
+    replay = np.load(run_dir / "finetune" / "replay.npz")
+    # the demos' chunks are rewarded as the shaped env pays: success plus a potential change
+    demo_reward, demo_done = replay["demo_reward"], replay["demo_terminated"].astype(bool)
+    assert len(demo_reward) > 0 and np.all(demo_reward[demo_done] > 1.0)
+    assert np.any((demo_reward[~demo_done] != 0.0) & (np.abs(demo_reward[~demo_done]) < 1.0))
     from maniflow_rl.evaluation.evaluate import load_policy_from_checkpoint
 
     steered, payload = load_policy_from_checkpoint(run_dir / "finetune" / "latest.pt")

@@ -14,7 +14,15 @@ Episodes: reset draws the task's object/goal layout from MetaWorld's continuous 
 space with the env's own seeded generator (``reset(seed=s)`` is reproducible; unseeded resets
 continue the stream). The goal is observable in the 39-d state (``raw_obs``, used by the scripted
 expert). Reward: ``sparse`` = 1.0 on success steps else 0.0, ``dense`` = MetaWorld's shaped
-reward (0..10). Success terminates the episode by default; ``max_episode_steps`` truncates.
+reward (0..10), ``shaped`` = the sparse reward plus a potential difference built from it::
+
+    Phi(s_0) = dense(0, s_0) / 10   (at reset, zero action),   Phi(s_{t+1}) = dense_t / 10
+    r_t      = 1[success_t] + Phi(s_{t+1}) - Phi(s_t)
+
+so an episode's rewards sum to ``1[success] + Phi(s_T) - Phi(s_0)``: the success reward is
+kept, and every step is told how much closer MetaWorld's own reward thinks it got (a critic
+sees what one action chunk did long before the episode's outcome). Success terminates the
+episode by default; ``max_episode_steps`` truncates.
 
 Rendering: MuJoCo renderers are created lazily (first render), so the env is cheap to build and
 can be pickled (pickling keeps the configuration only; the copy starts a fresh episode).
@@ -40,7 +48,7 @@ from maniflow_rl.envs.metaworld.point_cloud import (
     depth_to_world_points,
     farthest_point_sample,
 )
-from maniflow_rl.envs.metaworld.tasks import resolve_task
+from maniflow_rl.envs.metaworld.tasks import REWARD_TYPES, resolve_task
 
 GL_HELP = (
     "MuJoCo could not create an OpenGL context for offscreen rendering ({error}). "
@@ -105,7 +113,7 @@ class MetaWorldPointCloudEnv(gym.Env):
         use_rgb_points: xyz + rgb points ``[N, 6]`` (camera source only).
         use_image: add ``image`` ``[3, camera_size, camera_size]`` uint8.
         agent_pos: ``"dp3"`` (9-d) or ``"hand_gripper"`` (4-d).
-        reward_type: ``"sparse"`` or ``"dense"``.
+        reward_type: ``"sparse"``, ``"dense"`` or ``"shaped"`` (module docstring).
         privileged_state: add ``full_state`` ``[39]`` (MetaWorld's state, goal observable) to
             each observation, for asymmetric critics; it is not a policy input (not in
             ``shape_meta``).
@@ -141,8 +149,8 @@ class MetaWorldPointCloudEnv(gym.Env):
         if point_cloud_source not in _SOURCES:
             raise ValueError(f"point_cloud_source must be one of {_SOURCES}, "
                              f"got {point_cloud_source!r}")
-        if reward_type not in ("sparse", "dense"):
-            raise ValueError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
+        if reward_type not in REWARD_TYPES:
+            raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
         if agent_pos not in ("dp3", "hand_gripper"):
             raise ValueError(f"agent_pos must be 'dp3' or 'hand_gripper', got {agent_pos!r}")
         if use_rgb_points and point_cloud_source != "camera":
@@ -181,6 +189,7 @@ class MetaWorldPointCloudEnv(gym.Env):
         self._policy = None
         self._raw_obs = np.zeros(39)
         self._elapsed = 0
+        self._potential = 0.0
         self._pending_seed = seed
 
         pc_dim, agent_dim = (6 if use_rgb_points else 3), (9 if agent_pos == "dp3" else 4)
@@ -212,6 +221,7 @@ class MetaWorldPointCloudEnv(gym.Env):
         if self._geometry is not None:
             self._geometry.cache_static(self.data, self.workspace_bounds)
         self._raw_obs, self._elapsed = np.asarray(raw, dtype=np.float64), 0
+        self._potential = float(self._mw.compute_reward(np.zeros(4), self._raw_obs)[0]) / 10.0
         return self._observe(), {"success": False, "seed": seed}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
@@ -224,7 +234,9 @@ class MetaWorldPointCloudEnv(gym.Env):
         success = bool(info.get("success", 0.0))
         terminated = success and self.terminate_on_success
         truncated = self._elapsed >= self.max_episode_steps and not terminated
-        reward = float(dense) if self.reward_type == "dense" else float(success)
+        potential, self._potential = self._potential, float(dense) / 10.0
+        reward = {"sparse": float(success), "dense": float(dense),
+                  "shaped": float(success) + self._potential - potential}[self.reward_type]
         info = dict(info, success=success, dense_reward=float(dense))
         return self._observe(), reward, terminated, truncated, info
 
@@ -237,6 +249,12 @@ class MetaWorldPointCloudEnv(gym.Env):
             renderer.close()
 
     # ------------------------------------------------------------------ extras
+    @property
+    def potential(self) -> float:
+        """``Phi`` of the current state: MetaWorld's dense reward / 10 (the ``shaped`` reward's
+        potential; at reset computed with a zero action)."""
+        return self._potential
+
     @property
     def raw_obs(self) -> np.ndarray:
         """MetaWorld's 39-d state of the current step (goal observable)."""

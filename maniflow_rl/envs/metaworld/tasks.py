@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 
+REWARD_TYPES = ("sparse", "dense", "shaped")   # MetaWorldPointCloudEnv reward_type
+
 __all__ = [
     "METAWORLD_V3_TASKS",
     "DP3_DIFFICULTY",

@@ -6,6 +6,13 @@ For an episode of length L with actions ``a_0..a_{L-1}`` (it ends at its first s
 first frame repeated before the start), chunk ``a_t .. a_{t+Ca-1}`` (the last action repeated
 past the end), reward 1 and ``terminated`` iff the chunk reaches the success (``t + Ca >= L``),
 next observation frames ending at ``t + Ca`` (sparse-reward convention of the MetaWorld envs).
+
+With the envs' other rewards the demo's recorded potentials ``Phi`` (``data/potential``,
+``data/next_potential``: MetaWorld's dense reward / 10 before and after each action) give the
+same reward the env would have paid for that chunk, rows ``t .. e``, ``e = min(t + Ca - 1, L - 1)``::
+
+    shaped: 1[t + Ca >= L] + next_potential[e] - potential[t]
+    dense:  10 * sum(next_potential[t .. e])
 """
 
 from __future__ import annotations
@@ -23,11 +30,47 @@ def _frames(array: np.ndarray, start: int, stop: int, first: int, last: int) -> 
     return array[np.clip(np.arange(start, stop), first, last)]
 
 
-def demo_chunk_transitions(dataset, n_obs_steps: int, n_action_steps: int
+DEMO_REWARD_TYPES = ("sparse", "dense", "shaped")
+
+
+def demo_potentials(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(potential [T], next_potential [T])`` recorded with the demos (read from the zarr);
+    ``ValueError`` for demos written before they were recorded."""
+    from maniflow_rl.data.replay_buffer import ReplayBuffer
+
+    buffer = dataset.replay_buffer
+    if "potential" not in buffer and getattr(dataset, "zarr_path", None):
+        buffer = ReplayBuffer.open_zarr(dataset.zarr_path)
+    if "potential" not in buffer or "next_potential" not in buffer:
+        raise ValueError("the demos have no data/potential and data/next_potential arrays, so "
+                         "their transitions cannot be given the env's dense or shaped reward: "
+                         "regenerate them (`maniflow-rl demos ... --overwrite`) or use "
+                         "env.reward_type=sparse")
+    return (np.asarray(buffer["potential"][:], np.float64).reshape(-1),
+            np.asarray(buffer["next_potential"][:], np.float64).reshape(-1))
+
+
+def chunk_reward(reward_type: str, start: int, end: int, success: bool,
+                 potentials: tuple[np.ndarray, np.ndarray] | None) -> float:
+    """The env's reward for demo rows ``start .. end`` (module docstring)."""
+    if reward_type == "sparse":
+        return float(success)
+    potential, next_potential = potentials
+    if reward_type == "shaped":
+        return float(success) + float(next_potential[end] - potential[start])
+    return 10.0 * float(next_potential[start:end + 1].sum())
+
+
+def demo_chunk_transitions(dataset, n_obs_steps: int, n_action_steps: int,
+                           reward_type: str = "sparse"
                            ) -> Iterator[dict[str, np.ndarray | float]]:
     """Yield ``{'obs', 'next_obs' ({key: [To, *shape]}), 'action' [Ca, Da], 'reward',
     'terminated'}`` for every start of every training episode of a
-    :class:`~maniflow_rl.data.dataset.PointCloudSequenceDataset`."""
+    :class:`~maniflow_rl.data.dataset.PointCloudSequenceDataset`; ``reward_type``: the env's
+    (``sparse``, ``dense`` or ``shaped``)."""
+    if reward_type not in DEMO_REWARD_TYPES:
+        raise ValueError(f"reward_type must be one of {DEMO_REWARD_TYPES}, got {reward_type!r}")
+    potentials = demo_potentials(dataset) if reward_type != "sparse" else None
     buffer = dataset.replay_buffer
     arrays = {o: dataset._to_obs(o, np.asarray(buffer[z][:])) for z, o in dataset.key_map.items()}
     actions = np.asarray(buffer["action"][:], dtype=np.float32)
@@ -45,20 +88,22 @@ def demo_chunk_transitions(dataset, n_obs_steps: int, n_action_steps: int
                                         now + n_action_steps + 1, first, last)
                              for k, v in arrays.items()},
                 "action": _frames(actions, now, now + n_action_steps, first, last),
-                "reward": float(success),
+                "reward": chunk_reward(reward_type, now, min(now + n_action_steps - 1, last),
+                                       success, potentials),
                 "terminated": float(success),
             }
 
 
-def prefill_demo_transitions(trainer, dataset, batch: int = 64) -> int:
+def prefill_demo_transitions(trainer, dataset, batch: int = 64, reward_type: str = "sparse"
+                             ) -> int:
     """Add every demo chunk transition of ``dataset`` to ``trainer.replay``'s demo part, with
     the trainer's state features (privileged critic keys included when the dataset has them)
     and fresh alias pairs; a demo has no latent noise (stored as zeros, never read by NA's
-    ``Q^A``). Returns the number of transitions."""
+    ``Q^A``); ``reward_type``: the env's reward. Returns the number of transitions."""
     import torch
 
     items = list(demo_chunk_transitions(dataset, trainer.policy.n_obs_steps,
-                                        trainer.policy.n_action_steps))
+                                        trainer.policy.n_action_steps, reward_type))
     for start in range(0, len(items), batch):
         part = items[start:start + batch]
         obs = {k: torch.as_tensor(np.stack([p["obs"][k] for p in part])) for k in part[0]["obs"]}

@@ -59,7 +59,8 @@ class ManiFlowDSRLTrainer:
 
     def __init__(self, policy, env_runner, config: DSRLConfig | dict | None = None,
                  eval_env_runner=None, eval_fn: Callable[..., dict] | None = None,
-                 demo_dataset=None, device: str | torch.device | None = None):
+                 demo_dataset=None, device: str | torch.device | None = None,
+                 demo_reward_type: str = "sparse"):
         self.config = cfg = (config if isinstance(config, DSRLConfig) else
                              config_from_dict(DSRLConfig, config or {})).validate()
         if getattr(env_runner, "num_envs", cfg.num_envs) != cfg.num_envs:
@@ -114,8 +115,8 @@ class ManiFlowDSRLTrainer:
         self._pending: dict[str, float] = {}      # sums since the last log row
         self._timing = [0.0, 0.0, 0, 0]           # collect s, update s, updates, env steps
         self._logger = None   # MetricLogger, opened at the first log row
-        if demo_dataset is not None and cfg.variant == "na":
-            self.add_demos(demo_dataset)
+        if demo_dataset is not None and cfg.variant == "na":   # rewards as the env pays them
+            self.add_demos(demo_dataset, reward_type=demo_reward_type)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -177,9 +178,10 @@ class ManiFlowDSRLTrainer:
         return (noise.view(count, m, -1),
                 self.steered.normalized_chunk(actions).view(count, m, -1))
 
-    def add_demos(self, dataset, batch: int = 64) -> int:
-        """Pre-fill the replay with the demonstrations as chunk transitions (NA)."""
-        return prefill_demo_transitions(self, dataset, batch)
+    def add_demos(self, dataset, batch: int = 64, reward_type: str = "sparse") -> int:
+        """Pre-fill the replay with the demonstrations as chunk transitions (NA), rewarded as
+        the env's ``reward_type`` (sparse, dense or shaped) would."""
+        return prefill_demo_transitions(self, dataset, batch, reward_type)
 
     def _current(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cached is None:
