@@ -3,7 +3,8 @@
 #   - Debian packages for headless MuJoCo rendering (EGL / OSMesa)
 #   - PyTorch CPU build (GPU users: install the CUDA torch wheel for your driver first, then
 #     run this script with MANIFLOW_SKIP_TORCH=1)
-#   - maniflow-rl in editable mode with the simulator, test and distributed (Ray) extras
+#   - maniflow-rl in editable mode with the simulator (MetaWorld, robosuite), test and
+#     distributed (Ray) extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,5 +25,5 @@ PY=${PYTHON:-python3}
 if [ "${MANIFLOW_SKIP_TORCH:-0}" != "1" ]; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
-"$PY" -m pip install -q -e ".[sim,test,distributed]"
+"$PY" -m pip install -q -e ".[sim,robosuite,test,distributed]"
 echo "maniflow-rl installed: $("$PY" -c 'import maniflow_rl; print(maniflow_rl.__version__)')"
