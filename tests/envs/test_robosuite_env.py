@@ -134,3 +134,23 @@ def test_bad_arguments_fail_before_work(lift):
         RobosuitePointCloudEnv("robosuite/lift", action_mode="joint")
     with pytest.raises(ValueError, match="shape"):
         lift.step(np.zeros(7))
+
+
+def test_the_vector_runner_hosts_robosuite_envs_in_worker_processes():
+    from maniflow_rl.envs.robosuite import RobosuiteEnvRunner
+
+    with RobosuiteEnvRunner("robosuite/lift", num_envs=2, seed=0, num_workers=1,
+                            action_mode="delta", max_episode_steps=3, **SMALL) as runner:
+        assert runner.action_dim == 7 and runner.max_episode_steps == 3
+        assert set(runner.shape_meta["obs"]) == set(SPEC_SHAPE_META["obs"])
+        obs = runner.reset()
+        assert obs["point_cloud"].shape == (2, 128, 6)
+        first_seeds = runner.current_episode_seeds.copy()
+        for step in range(3):
+            out = runner.step(np.zeros((2, 7), np.float32))
+        assert out["truncated"].all() and not out["terminated"].any()
+        # auto-reset: the next episode's first frame, the ended one's last in final_obs
+        assert not np.array_equal(runner.current_episode_seeds, first_seeds)
+        assert not np.allclose(out["obs"]["point_cloud"], out["final_obs"]["point_cloud"])
+        with pytest.raises(ValueError, match="shape"):
+            runner.step(np.zeros((2, 10), np.float32))

@@ -1,5 +1,7 @@
-"""MetaWorldEnvRunner: many MetaWorldPointCloudEnv instances behind the env-runner interface
-(docs/ARCHITECTURE.md), stepped in parallel worker processes.
+"""MetaWorldEnvRunner: many point-cloud envs behind the env-runner interface
+(docs/ARCHITECTURE.md), stepped in parallel worker processes. The envs are MetaWorld's
+(``MetaWorldPointCloudEnv``) or, for a ``robosuite/<task>`` name, robosuite's
+(``RobosuitePointCloudEnv``; ``envs/registry.py``), with the same semantics below.
 
 * Workers use the ``spawn`` start method (a fork after a GL context exists can hang) and create
   their envs, hence their renderers, themselves. Each worker hosts a contiguous block of envs
@@ -67,9 +69,9 @@ class _EnvGroup:
     """A block of envs stepped sequentially: the body of a worker (or the in-process runner)."""
 
     def __init__(self, task: str, env_kwargs: dict[str, Any], count: int) -> None:
-        from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv
+        from maniflow_rl.envs.registry import make_point_cloud_env
 
-        self.envs = [MetaWorldPointCloudEnv(task, **env_kwargs) for _ in range(count)]
+        self.envs = [make_point_cloud_env(task, **env_kwargs) for _ in range(count)]
         self._newest: list[dict[str, np.ndarray] | None] = [None] * count   # for held envs
 
     def shape_meta(self) -> dict[str, Any]:
@@ -157,10 +159,11 @@ def _worker_main(conn, task: str, env_kwargs: dict[str, Any], count: int) -> Non
 
 
 class MetaWorldEnvRunner:
-    """Vectorized MetaWorld point-cloud envs (env-runner interface, see the module docstring).
+    """Vectorized point-cloud envs (env-runner interface, see the module docstring).
 
     Args:
-        task: MetaWorld task (``metaworld/pick-place-v3``, ``pick-place-v3`` or ``pick-place``).
+        task: MetaWorld task (``metaworld/pick-place-v3``, ``pick-place-v3`` or ``pick-place``)
+            or a robosuite one (``robosuite/lift``, ``/can``, ``/square``).
         num_envs: number of envs.
         seed: base seed of the episode layouts.
         num_workers: worker processes; None = ``min(num_envs, cpu count)``; 0 = in-process.
@@ -169,24 +172,24 @@ class MetaWorldEnvRunner:
         backend: ``multiprocessing`` (worker processes; in-process with ``num_workers=0``) or
             ``ray`` (Ray actors, ``num_workers >= 1``).
         ray_address: Ray backend: None (local instance), ``auto`` or ``host:port``.
-        **env_kwargs: forwarded to ``MetaWorldPointCloudEnv``.
+        **env_kwargs: forwarded to ``MetaWorldPointCloudEnv`` / ``RobosuitePointCloudEnv``.
     """
 
     def __init__(self, task: str, num_envs: int, seed: int = 0, num_workers: int | None = None,
                  group_size: int = 1, start_method: str = "spawn",
                  backend: str = "multiprocessing", ray_address: str | None = None,
                  **env_kwargs: Any) -> None:
-        from maniflow_rl.envs.metaworld.tasks import resolve_task
+        from maniflow_rl.envs.registry import default_max_episode_steps, resolve_env_task
 
         if num_envs < 1 or group_size < 1:
             raise ValueError("num_envs and group_size must be >= 1")
         if backend not in RUNNER_BACKENDS:
             raise ValueError(f"backend must be one of {RUNNER_BACKENDS}, got {backend!r}")
-        self.task = resolve_task(task)
+        self.task = resolve_env_task(task)
         self.num_envs, self.group_size = int(num_envs), int(group_size)
         self.env_kwargs = dict(env_kwargs)
-        self.max_episode_steps = int(env_kwargs.get("max_episode_steps", 200))
-        self.action_dim = 4
+        self.max_episode_steps = int(env_kwargs.get("max_episode_steps")
+                                     or default_max_episode_steps(self.task))
         if num_workers is None:
             num_workers = min(self.num_envs, os.cpu_count() or 1)
         self.num_workers = min(int(num_workers), self.num_envs)
@@ -211,11 +214,13 @@ class MetaWorldEnvRunner:
             self._blocks = np.array_split(np.arange(self.num_envs), self.num_workers)
             self._start_workers(start_method)
         self._shape_meta = self._call_all("shape_meta", [()] * len(self._blocks))[0]
+        self.action_dim = int(self._shape_meta["action"]["shape"][0])
 
     # ------------------------------------------------------------------ interface
     @property
     def shape_meta(self) -> dict[str, Any]:
-        """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [4]}}`` for the policy."""
+        """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [Da]}}`` for the policy
+        (MetaWorld: ``Da = 4``; robosuite: 10 absolute or 7 delta)."""
         return self._shape_meta
 
     @property
