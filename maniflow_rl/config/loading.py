@@ -25,7 +25,8 @@ def resolve_preset(name_or_path: str | None) -> Path | None:
     if path.is_file():
         return path
     stem = name_or_path.split("/")[-1].removesuffix(".yaml")
-    for candidate in (PRESET_DIR / f"{stem}.yaml", PRESET_DIR / f"{stem.removesuffix('-v3')}.yaml"):
+    for candidate in (PRESET_DIR / f"{name_or_path.replace('/', '-')}.yaml",   # robosuite-lift
+                      PRESET_DIR / f"{stem}.yaml", PRESET_DIR / f"{stem.removesuffix('-v3')}.yaml"):
         if candidate.is_file():
             return candidate
     available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))

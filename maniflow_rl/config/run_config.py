@@ -22,7 +22,7 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     demos: DemosStageConfig = field(default_factory=DemosStageConfig)
     policy: dict = field(default_factory=dict)  # ManiFlowPolicyConfig fields for pretraining,
-    # and ``obs``: point_cloud (default) | state (MetaWorld's 39-d state, a sanity baseline)
+    # and ``obs``: point_cloud (default) | state (the simulator's state, a sanity baseline)
     pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
     finetune_policy: dict = field(default_factory=dict)  # sampling overrides for fine-tuning
     finetune: FinetuneAlgorithmConfig = field(default_factory=FinetuneAlgorithmConfig)
@@ -46,9 +46,9 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Every section (a ``ValueError`` naming the key), before any stage starts."""
-        from maniflow_rl.envs.metaworld.tasks import resolve_task
+        from maniflow_rl.envs.registry import resolve_env_task
 
-        resolve_task(self.env.task)
+        resolve_env_task(self.env.task)
         self.env.validate()
         self.demos.validate()
         self.pretrain.validate()

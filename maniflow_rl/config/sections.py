@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maniflow_rl.envs.metaworld.tasks import REWARD_TYPES
+from maniflow_rl.envs.robosuite.tasks import ACTION_MODES, ROBOSUITE_POLICY_OBS, is_robosuite_task
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.ppo_config import PPOConfig
@@ -28,11 +29,14 @@ ENV_BACKENDS = ("multiprocessing", "ray")
 POLICY_OBS_KEYS = {"point_cloud": ["point_cloud", "agent_pos"], "state": ["full_state"]}
 
 
-def split_policy_obs(policy: dict) -> tuple[list[str], dict]:
-    """``(observation keys, ManiFlowPolicyConfig fields)`` of a run's ``policy`` section."""
+def split_policy_obs(policy: dict, task: str = "") -> tuple[list[str], dict]:
+    """``(observation keys, ManiFlowPolicyConfig fields)`` of a run's ``policy`` section; a
+    robosuite ``task`` observes the specification's keys (``ROBOSUITE_POLICY_OBS``)."""
     policy = dict(policy)
     obs = policy.pop("obs", "point_cloud")
     require_choice("policy", "obs", obs, tuple(POLICY_OBS_KEYS))
+    if is_robosuite_task(task) and obs in ROBOSUITE_POLICY_OBS:
+        return list(ROBOSUITE_POLICY_OBS[obs]), policy
     return list(POLICY_OBS_KEYS[obs]), policy
 
 
@@ -57,7 +61,9 @@ def require_choice(section: str, name: str, value: Any, choices: tuple) -> None:
 
 @dataclass
 class EnvConfig:
-    """MetaWorld point-cloud environment settings (passed to ``MetaWorldEnvRunner``)."""
+    """Point-cloud environment settings (passed to ``MetaWorldEnvRunner``): MetaWorld's, or
+    robosuite's for a ``robosuite/<task>`` (``num_points``, ``max_episode_steps``,
+    ``reward_type`` and ``action_mode`` apply; the camera settings are the task's own)."""
 
     task: str = "metaworld/button-press-topdown-v3"
     point_cloud_source: str = "camera"  # "camera" (depth render, DP3 protocol) | "geometry"
@@ -66,6 +72,8 @@ class EnvConfig:
     max_episode_steps: int = 200
     reward_type: str = "sparse"  # "sparse" (success, terminate on success) | "dense" (MetaWorld's
     #                              0..10) | "shaped" (sparse + potential difference of dense / 10)
+    action_mode: str = "absolute"  # robosuite only: "absolute" (10-D pose, 6-D rotation, the
+    #                                specification's) | "delta" (7-D OSC deltas)
     num_workers: int | None = None  # env worker processes; None = one per core
     backend: str = "multiprocessing"  # env workers: "multiprocessing" (0 workers: in-process)
     #                                   or "ray" (Ray actors; pip install maniflow-rl[distributed])
@@ -73,9 +81,11 @@ class EnvConfig:
     #                                 of `ray start` on this machine, "host:port" = a remote one
 
     def env_kwargs(self) -> dict[str, Any]:
-        return {"point_cloud_source": self.point_cloud_source, "num_points": self.num_points,
-                "camera": self.camera, "max_episode_steps": self.max_episode_steps,
-                "reward_type": self.reward_type}
+        common = {"num_points": self.num_points, "max_episode_steps": self.max_episode_steps,
+                  "reward_type": self.reward_type}
+        if is_robosuite_task(self.task):
+            return {**common, "action_mode": self.action_mode}
+        return {"point_cloud_source": self.point_cloud_source, "camera": self.camera, **common}
 
     def runner_kwargs(self) -> dict[str, Any]:
         """How ``MetaWorldEnvRunner`` hosts the envs (worker backend and Ray address)."""
@@ -87,6 +97,7 @@ class EnvConfig:
         require_choice("env", "point_cloud_source", self.point_cloud_source,
                        POINT_CLOUD_SOURCES)
         require_choice("env", "reward_type", self.reward_type, REWARD_TYPES)
+        require_choice("env", "action_mode", self.action_mode, ACTION_MODES)
         require_int("env", "num_points", self.num_points, 1)
         require_int("env", "max_episode_steps", self.max_episode_steps, 1)
         if self.num_workers is not None:

@@ -1,8 +1,9 @@
-"""Scripted MetaWorld demonstrations -> DP3 / ManiFlow zarr dataset.
+"""Scripted demonstrations -> DP3 / ManiFlow zarr dataset.
 
-``generate_demos`` runs MetaWorld's scripted expert (``metaworld.policies``) in
-``MetaWorldPointCloudEnv``, keeps only successful episodes (an episode ends at its first success)
-and writes, in zarr format 2 so the original DP3 / ManiFlow code can read it::
+``generate_demos`` runs a task's scripted expert (MetaWorld's ``metaworld.policies`` in
+``MetaWorldPointCloudEnv``, or ours in ``RobosuitePointCloudEnv``: ``envs/robosuite/experts.py``),
+keeps only successful episodes (an episode ends at its first success) and writes, in zarr
+format 2 so the original DP3 / ManiFlow code can read it::
 
     data/point_cloud  float32 [T, N, 3|6]   observation before each action
     data/state        float32 [T, Ds]       agent_pos (9-d by default)
@@ -14,6 +15,10 @@ and writes, in zarr format 2 so the original DP3 / ManiFlow code can read it::
                                             rebuilds their shaped rewards from these two)
     data/img          uint8   [T, H, W, 3]  only with use_image=True in env_kwargs
     meta/episode_ends int64   [E]           cumulative (exclusive) end index of every episode
+
+robosuite tasks store every observation key under its own name instead (``point_cloud``
+``[T, N, 6]``, ``robot0_eef_pos`` ..., ``robot0_eye_in_hand_image`` ``[T, H, W, 3]`` HWC like
+``img``), with ``action`` in the env's action mode and the same ``full_state`` / potentials.
 
 Attempt ``k`` resets with ``derive_episode_seed(seed, k)``, so a dataset is reproducible.
 
@@ -40,6 +45,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 22  # ~4 MiB chunks, along time only
+ZARR_KEYS = {"agent_pos": "state", "image": "img"}   # DP3's names of MetaWorld's keys
+PRIVILEGED_KEY = "full_state"
 
 
 def _chunks(num_steps: int, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -64,25 +71,25 @@ def run_expert_episode(env, seed: int, action_noise: float = 0.0
                        ) -> tuple[dict[str, np.ndarray], bool]:
     """One scripted-expert episode; returns the per-step arrays and whether it succeeded.
     ``action_noise``: std of the Gaussian added to each expert action (module docstring)."""
+    from maniflow_rl.data.dataset import obs_type
+
     noise_rng = np.random.default_rng([int(seed), 1]) if action_noise > 0 else None
     obs, _ = env.reset(seed=seed)
-    steps: dict[str, list] = {"point_cloud": [], "state": [], "action": [], "full_state": [],
-                              "potential": [], "next_potential": []}
-    if "image" in obs:
-        steps["img"] = []
+    keys = {key: ZARR_KEYS.get(key, key) for key in obs if key != PRIVILEGED_KEY}
+    steps: dict[str, list] = {z: [] for z in keys.values()}
+    steps.update(action=[], full_state=[], potential=[], next_potential=[])
     success = False
     while True:
         action = env.expert_action()
         if noise_rng is not None:
             noise = action_noise * noise_rng.standard_normal(action.shape)
             action = np.clip(action + noise, -1.0, 1.0).astype(action.dtype)
-        steps["point_cloud"].append(obs["point_cloud"])
-        steps["state"].append(obs["agent_pos"])
+        for key, zarr_key in keys.items():   # images CHW -> HWC (DP3 layout)
+            image = obs_type(key) == "rgb"
+            steps[zarr_key].append(obs[key].transpose(1, 2, 0) if image else obs[key])
         steps["action"].append(action)
         steps["full_state"].append(env.raw_obs.astype(np.float32))
         steps["potential"].append(np.float32([env.potential]))
-        if "img" in steps:
-            steps["img"].append(obs["image"].transpose(1, 2, 0))  # CHW -> HWC (DP3 layout)
         obs, _, terminated, truncated, info = env.step(action)
         steps["next_potential"].append(np.float32([env.potential]))
         success = success or bool(info["success"])
@@ -114,20 +121,23 @@ def check_demos_output(path: str | os.PathLike, overwrite: bool = False) -> None
 
 
 def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, seed: int = 0,
-                   max_episode_steps: int = 200, env_kwargs: dict[str, Any] | None = None,
+                   max_episode_steps: int | None = 200,
+                   env_kwargs: dict[str, Any] | None = None,
                    progress: bool = True, max_attempts: int | None = None,
                    overwrite: bool = False, action_noise: float = 0.0) -> dict[str, Any]:
     """Collect ``num_episodes`` successful scripted-expert episodes and save them as zarr.
 
     Args:
-        task: MetaWorld task name (any spelling accepted by ``resolve_task``).
+        task: MetaWorld task name (any spelling accepted by ``resolve_task``) or
+            ``robosuite/<task>``.
         num_episodes: successful episodes to keep.
         out_path: output directory (``*.zarr``); an existing demo dataset there is replaced
             only with ``overwrite``, anything else there is never touched (error first).
         seed: base seed of the attempt layouts.
-        max_episode_steps: step cap of an attempt (an attempt ends at its first success).
-        env_kwargs: extra ``MetaWorldPointCloudEnv`` arguments (``num_points``,
-            ``point_cloud_source``, ``camera``, ``use_image``, ...).
+        max_episode_steps: step cap of an attempt (an attempt ends at its first success);
+            None: the task's own (robosuite).
+        env_kwargs: extra env arguments (``num_points``; MetaWorld: ``point_cloud_source``,
+            ``camera``, ``use_image``, ...; robosuite: ``action_mode``, ...).
         progress: show a tqdm bar.
         max_attempts: give up after this many attempts (default ``3 * num_episodes + 10``).
         overwrite: replace an existing demo dataset at ``out_path``.
@@ -140,9 +150,10 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
     Raises:
         RuntimeError: no attempt succeeded (nothing is written).
     """
-    from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv
     from maniflow_rl.envs.metaworld.tasks import registry_name
     from maniflow_rl.envs.metaworld.vector_runner import derive_episode_seed
+    from maniflow_rl.envs.registry import make_point_cloud_env
+    from maniflow_rl.envs.robosuite.tasks import is_robosuite_task
 
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
@@ -152,9 +163,12 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
     check_demos_output(out_path, overwrite)
     max_attempts = 3 * num_episodes + 10 if max_attempts is None else int(max_attempts)
     kwargs = dict(env_kwargs or {})
+    from maniflow_rl.envs.registry import default_max_episode_steps
+
+    max_episode_steps = max_episode_steps or default_max_episode_steps(task)
     kwargs.update(max_episode_steps=max_episode_steps, terminate_on_success=True,
                   reward_type="sparse")
-    env = MetaWorldPointCloudEnv(task, **kwargs)
+    env = make_point_cloud_env(task, **kwargs)
     start = time.time()
     episodes: list[dict[str, np.ndarray]] = []
     attempts = 0
@@ -203,7 +217,8 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
 
     lengths = np.diff(np.concatenate([[0], episode_ends]))
     summary = {
-        "task": registry_name(env.task), "episodes": len(episodes), "requested": num_episodes,
+        "task": env.task if is_robosuite_task(env.task) else registry_name(env.task),
+        "episodes": len(episodes), "requested": num_episodes,
         "attempts": attempts, "success_rate": len(episodes) / attempts,
         "action_noise": float(action_noise),
         "total_steps": int(episode_ends[-1]), "mean_episode_length": float(lengths.mean()),

@@ -220,9 +220,10 @@ def load_policy_from_checkpoint(path: str | os.PathLike, use_ema: bool = True,
 
 def make_env_runner(task: str, num_envs: int = 1, seed: int = 0,
                     shape_meta: dict | None = None, **env_kwargs):
-    """Env runner for a task name: ``metaworld/<task>`` or ``dummy`` (needs ``shape_meta``)."""
+    """Env runner for a task name: ``metaworld/<task>``, ``robosuite/<task>`` or ``dummy``
+    (needs ``shape_meta``)."""
     benchmark, _, name = task.partition("/")
-    if benchmark == "metaworld" and name:
+    if benchmark in ("metaworld", "robosuite") and name:
         from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
         from maniflow_rl.envs.metaworld.env import privileged_state_for
 
@@ -236,5 +237,6 @@ def make_env_runner(task: str, num_envs: int = 1, seed: int = 0,
             raise ValueError("task 'dummy' needs shape_meta")
         return ManiFlowDummyEnvRunner(shape_meta, num_envs=num_envs, seed=seed, **env_kwargs)
     raise ValueError(f"unknown task {task!r}; expected 'metaworld/<task-name>' (e.g. "
-                     f"metaworld/button-press) or 'dummy'")
+                     f"metaworld/button-press), 'robosuite/<task-name>' (lift, can, square) or "
+                     f"'dummy'")
 

@@ -153,13 +153,15 @@ RESULTS_TABLE_HEADER = (
 def results_table_row(report: dict[str, Any]) -> str:
     """One markdown row of the README results table from a run's ``report.json``."""
     from maniflow_rl.envs.metaworld.tasks import task_difficulty
+    from maniflow_rl.envs.robosuite.tasks import is_robosuite_task
 
     def pct(value: float, ci: list[float]) -> str:
         return f"{value:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]"
 
     task = report["task"]
     low = report.get("min_eval_success_during_rl")
-    return (f"| {task.split('/')[-1]} | {task_difficulty(task).replace('_', ' ')} | "
+    group = "robosuite" if is_robosuite_task(task) else task_difficulty(task).replace("_", " ")
+    return (f"| {task.split('/')[-1]} | {group} | "
             f"{report.get('algorithm', 'ppo').upper()} | {report['demos']} | {pct(report['success_before'], report['success_before_ci'])} | "
             f"{pct(report['success_after'], report['success_after_ci'])} | "
             f"{report['success_gain'] * 100:+.0f} | {'-' if low is None else f'{low:.0%}'} | "

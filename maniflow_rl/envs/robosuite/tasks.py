@@ -16,6 +16,12 @@ from dataclasses import dataclass
 
 ROBOSUITE_PREFIX = "robosuite/"
 ACTION_MODES = ("absolute", "delta")   # 10-D absolute pose (6-D rotation) | 7-D delta OSC pose
+# what a policy observes on robosuite (``policy.obs``): the specification's shape_meta keys, or
+# the privileged state (the sanity baseline, as on MetaWorld)
+ROBOSUITE_POLICY_OBS = {
+    "point_cloud": ("point_cloud", "robot0_eye_in_hand_image", "robot0_eef_pos",
+                    "robot0_eef_quat", "robot0_gripper_qpos"),
+    "state": ("full_state",)}
 
 
 @dataclass(frozen=True)
