@@ -108,6 +108,19 @@ class SceneRenderer:
             np.copyto(flags, saved)
         raw = np.empty((self.height, self.width), dtype=np.float32)
         mujoco.mjr_readPixels(None, raw, self._rect, self._ctx.mjr)
+        return self._linear_depth(raw)
+
+    def rgbd(self, data: mujoco.MjData, camera_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb [H, W, 3] uint8, depth [H, W] float32)`` of one render (half the cost of
+        ``rgb`` + ``depth``, which draws twice)."""
+        self._draw(data, camera_id)
+        rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        raw = np.empty((self.height, self.width), dtype=np.float32)
+        mujoco.mjr_readPixels(rgb, raw, self._rect, self._ctx.mjr)
+        return rgb[::-1], self._linear_depth(raw)
+
+    def _linear_depth(self, raw: np.ndarray) -> np.ndarray:
+        """Reversed-z depth buffer (bottom row first) -> metres, row 0 at the image top."""
         # reversed-z depth buffer -> eye-space distance (same arithmetic as mujoco.Renderer)
         extent = self.model.stat.extent
         near = np.float32(self.model.vis.map.znear * extent)

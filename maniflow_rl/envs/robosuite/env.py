@@ -239,7 +239,7 @@ class RobosuitePointCloudEnv(gym.Env):
         parts = []
         for name in self.spec_task.cameras:
             cam = self._camera_ids[name]
-            depth, rgb = renderer.depth(self.data, cam), renderer.rgb(self.data, cam)
+            rgb, depth = renderer.rgbd(self.data, cam)
             parts.append(depth_to_cropped_world_points(
                 depth, self.model.cam_fovy[cam], self.data.cam_xpos[cam], self.data.cam_xmat[cam],
                 self.workspace_bounds, rgb=rgb))

@@ -37,7 +37,7 @@ TASKS = {
     "lift": RobosuiteTask("robosuite/lift", "Lift", 200,
                           ((-0.35, -0.35, 0.805), (0.35, 0.35, 1.3)), ("agentview", "sideview")),
     "can": RobosuiteTask("robosuite/can", "PickPlaceCan", 400,
-                         ((-0.15, -0.55, 0.81), (0.35, 0.55, 1.3)), ("agentview", "birdview")),
+                         ((-0.15, -0.55, 0.83), (0.35, 0.55, 1.3)), ("agentview", "birdview")),
     "square": RobosuiteTask("robosuite/square", "NutAssemblySquare", 400,
                             ((-0.35, -0.35, 0.825), (0.4, 0.35, 1.3)), ("agentview", "sideview")),
 }
