@@ -30,29 +30,18 @@ import numpy as np  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def bench_bare(task: str, steps: int) -> float:
+def bench_env(task: str, steps: int, bare: bool) -> float:
+    """Steps/s of one env: robosuite's own step alone (``bare``: no cameras, no cloud) or
+    ``RobosuitePointCloudEnv.step`` with its observations."""
     from maniflow_rl.envs.robosuite.env import RobosuitePointCloudEnv
 
     env = RobosuitePointCloudEnv(task, action_mode="delta", max_episode_steps=10**6)
     env.reset(seed=0)
+    step = env._rs.step if bare else env.step
     actions = np.random.default_rng(0).uniform(-1, 1, (steps, 7))
     start = time.perf_counter()
     for action in actions:
-        env._rs.step(action)           # robosuite alone: no cameras, no cloud
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
-
-
-def bench_env(task: str, steps: int) -> float:
-    from maniflow_rl.envs.robosuite.env import RobosuitePointCloudEnv
-
-    env = RobosuitePointCloudEnv(task, action_mode="delta", max_episode_steps=10**6)
-    env.reset(seed=0)
-    actions = np.random.default_rng(0).uniform(-1, 1, (steps, 7))
-    start = time.perf_counter()
-    for action in actions:
-        env.step(action)
+        step(action)
     rate = steps / (time.perf_counter() - start)
     env.close()
     return rate
@@ -78,8 +67,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    variants = {"a_bare_step": lambda: bench_bare(args.task, args.steps),
-                "b_pointcloud_env": lambda: bench_env(args.task, args.steps),
+    variants = {"a_bare_step": lambda: bench_env(args.task, args.steps, bare=True),
+                "b_pointcloud_env": lambda: bench_env(args.task, args.steps, bare=False),
                 **{f"c_runner_{k}_workers": (lambda k=k: bench_runner(args.task, args.steps // 2, k))
                    for k in (0, 1, 2)}}
     runs: dict[str, list[float]] = {name: [] for name in variants}
