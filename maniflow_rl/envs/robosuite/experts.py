@@ -50,6 +50,7 @@ def nearest_quarter_turn(target: float, current: float) -> float:
     return current + (target - current + np.pi / 4) % (np.pi / 2) - np.pi / 4
 
 
+
 @dataclass
 class Phase:
     target: Callable[[], np.ndarray]      # position [3]
@@ -125,6 +126,7 @@ class WaypointExpert:
                                                     self._steps >= phase.max_steps):
             self._index, self._steps = self._index + 1, 0
             phase = self._phases[self._index]
+            self._lag = np.zeros(3)   # a lag learned against a contact must not carry over
         self._steps += 1
         # OSC settles short of its command (gravity, a carried object): an integral term on
         # the remaining error near the target moves the command so the arm itself gets there
@@ -169,11 +171,14 @@ class CanExpert(WaypointExpert):
     def phases(self) -> list[Phase]:
         rs = self.env._rs
         can = rs.obj_body_id[rs.obj_to_use]
+        # the can's bin quadrant is 20 x 25 cm; its centre is at the arm's reach, so aim a few
+        # centimetres towards the robot (still well inside the quadrant)
         goal = np.array(rs.target_bin_placements[rs.object_to_id[rs.obj_to_use.lower()]])
+        goal[:2] += [-0.03, -0.05]
         start_yaw = self.eef()[1]
         yaw = lambda: start_yaw   # noqa: E731
         can_at = lambda dz: lambda: self.body_pos(can) + [0.0, 0.0, dz]   # noqa: E731
-        carry_height = 1.05
+        carry_height = 1.0
         lifted = lambda: np.array([*self.body_pos(can)[:2], carry_height])   # noqa: E731
         above_goal = lambda: np.array([goal[0], goal[1], carry_height])   # noqa: E731
         lower_goal = lambda: np.array([goal[0], goal[1], goal[2] + 0.14])   # noqa: E731
@@ -208,13 +213,13 @@ class SquareExpert(WaypointExpert):
                 return np.array([peg[0] + offset[0], peg[1] + offset[1], height])
             return target
 
-        lifted = lambda: np.array([*self.eef()[0][:2], 1.05])   # noqa: E731
+        lifted = lambda: np.array([*self.eef()[0][:2], 1.1])   # noqa: E731 (above the peg)
         center = lambda: self.site_pos("SquareNut_center_site")   # noqa: E731
         return [Phase(handle(0.08), yaw_grasp, GRIP_OPEN, self.near(handle(0.08))),
                 Phase(handle(0.0), yaw_grasp, GRIP_OPEN, self.near(handle(0.0), 0.012)),
                 Phase(handle(0.0), yaw_grasp, GRIP_CLOSED, self.waited(12)),
                 Phase(lifted, yaw_grasp, GRIP_CLOSED, self.near(lifted, 0.02)),
-                Phase(over_peg(1.0), yaw_square, GRIP_CLOSED,
+                Phase(over_peg(1.1), yaw_square, GRIP_CLOSED,
                       self.settled_over(center, lambda: peg, 0.004), 150),
                 Phase(over_peg(0.835), yaw_square, GRIP_CLOSED,
                       self.near(over_peg(0.835), 0.01), 60, speed=0.008),
