@@ -22,6 +22,12 @@ DEFAULT_KEY_MAP: dict[str, str] = {"point_cloud": "point_cloud", "state": "agent
 ACTION_KEY = "action"
 
 
+def key_map_for(obs_keys) -> dict[str, str]:
+    """``DEFAULT_KEY_MAP`` plus every other observation key stored under its own name (the
+    robosuite keys, ``full_state``)."""
+    return {**DEFAULT_KEY_MAP, **{k: k for k in obs_keys if k not in DEFAULT_KEY_MAP.values()}}
+
+
 def obs_type(obs_key: str) -> str:
     """shape_meta type of an observation key: point_cloud, rgb or low_dim."""
     if obs_key == "point_cloud":

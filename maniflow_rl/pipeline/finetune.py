@@ -60,7 +60,7 @@ def demo_dataset_for(policy, demos: str | None, extra_obs_keys: tuple[str, ...] 
     """Demo windows shaped like the policy's pretraining data (the BC term, DSRL's replay);
     ``extra_obs_keys``: zarr ``data/`` arrays also loaded, under their own names (e.g. the
     privileged ``full_state`` of a DSRL critic)."""
-    from maniflow_rl.data.dataset import DEFAULT_KEY_MAP, PointCloudSequenceDataset
+    from maniflow_rl.data.dataset import PointCloudSequenceDataset, key_map_for
 
     if not demos or not Path(demos).exists():
         raise ValueError(f"ppo.bc_coef > 0 needs the demonstrations: `maniflow-rl finetune "
@@ -68,7 +68,7 @@ def demo_dataset_for(policy, demos: str | None, extra_obs_keys: tuple[str, ...] 
     obs_meta = policy.shape_meta["obs"]
     channels = next((spec["shape"][-1] for spec in obs_meta.values()
                      if spec.get("type") == "point_cloud"), None)
-    key_map = {**DEFAULT_KEY_MAP, **{key: key for key in extra_obs_keys}}
+    key_map = key_map_for([*obs_meta, *extra_obs_keys])
     dataset = PointCloudSequenceDataset(demos, policy.horizon, policy.n_obs_steps,
                                         policy.n_action_steps,
                                         obs_keys=[*obs_meta, *extra_obs_keys], key_map=key_map,

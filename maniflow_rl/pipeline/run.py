@@ -153,15 +153,14 @@ def _stage_demos(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any
 
 def _stage_pretrain(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
     from maniflow_rl.config.sections import split_policy_obs
-    from maniflow_rl.data.dataset import DEFAULT_KEY_MAP
+    from maniflow_rl.data.dataset import key_map_for
     from maniflow_rl.envs.robosuite.tasks import is_robosuite_task
     from maniflow_rl.train.pretrain import PretrainConfig, run_pretraining
 
     stage = cfg.pretrain
     obs_keys, policy_fields = split_policy_obs(cfg.policy, cfg.env.task)
     pcfg = PretrainConfig(dataset_path=str(run_dir / "demos.zarr"),
-                          obs_keys=obs_keys, key_map={**DEFAULT_KEY_MAP, **{
-                              k: k for k in obs_keys if k not in DEFAULT_KEY_MAP.values()}},
+                          obs_keys=obs_keys, key_map=key_map_for(obs_keys),
                           output_dir=str(run_dir / "pretrain"), task=cfg.env.task,
                           # robosuite: the specification's xyz + rgb points; MetaWorld: xyz (DP3)
                           point_cloud_channels=None if is_robosuite_task(cfg.env.task) else 3,

@@ -23,15 +23,27 @@ TINY = ["env.num_points=128", "env.max_episode_steps=50", "env.num_workers=0",
         "eval.episodes=1", "eval.num_envs=1", "eval.video_episodes=0"]
 
 
-def test_run_on_robosuite_lift_with_the_specification_shape_meta(tmp_path):
+DSRL = ["finetune.algorithm=dsrl", "dsrl.num_envs=2", "dsrl.total_timesteps=32",
+        "dsrl.warmup_steps=16", "dsrl.batch_size=8", "dsrl.hidden_dims=[16]",
+        "dsrl.eval_episodes=0", "dsrl.save_interval=2", "dsrl.log_interval=2",
+        "dsrl.buffer_size=500", "dsrl.critic_obs_keys=[full_state]"]
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "dsrl"])
+def test_run_on_robosuite_lift_with_the_specification_shape_meta(tmp_path, algorithm):
     from maniflow_rl.utils.checkpoint import load_checkpoint_file
 
     run_dir = tmp_path / "run"
+    extra = DSRL if algorithm == "dsrl" else []
     assert cli_main(["run", "--task", "robosuite/lift", "--out", str(run_dir), "--no-progress",
-                     *TINY]) == 0
+                     *TINY, *extra]) == 0
     report = json.loads((run_dir / "report.json").read_text())
     assert report["task"] == "robosuite/lift" and report["finetune_env_steps"] >= 32
-    payload = load_checkpoint_file(run_dir / "finetune" / "latest.pt", expected_kind="ppo")
+    payload = load_checkpoint_file(run_dir / "finetune" / "latest.pt", expected_kind=algorithm)
+    if algorithm == "dsrl":   # the demos (with their robosuite keys) were pre-filled in replay
+        rows = [json.loads(line) for line in
+                (run_dir / "finetune" / "metrics.jsonl").read_text().splitlines()]
+        assert rows and all(row["replay/demos"] > 0 for row in rows)
     obs = payload["shape_meta"]["obs"]
     assert obs == {"robot0_eye_in_hand_image": {"shape": [3, 84, 84], "type": "rgb"},
                    "point_cloud": {"shape": [128, 6], "type": "point_cloud"},
