@@ -1,7 +1,6 @@
-"""MetaWorldEnvRunner: many point-cloud envs behind the env-runner interface
-(docs/ARCHITECTURE.md), stepped in parallel worker processes. The envs are MetaWorld's
-(``MetaWorldPointCloudEnv``) or, for a ``robosuite/<task>`` name, robosuite's
-(``RobosuitePointCloudEnv``; ``envs/registry.py``), with the same semantics below.
+"""MetaWorldEnvRunner: many point-cloud envs (MetaWorld's, or robosuite's for a
+``robosuite/<task>``: ``envs/registry.py``) behind the env-runner interface
+(docs/ARCHITECTURE.md), stepped in parallel worker processes.
 
 * Workers use the ``spawn`` start method (a fork after a GL context exists can hang) and create
   their envs, hence their renderers, themselves. Each worker hosts a contiguous block of envs
@@ -219,14 +218,12 @@ class MetaWorldEnvRunner:
     # ------------------------------------------------------------------ interface
     @property
     def shape_meta(self) -> dict[str, Any]:
-        """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [Da]}}`` for the policy
-        (MetaWorld: ``Da = 4``; robosuite: 10 absolute or 7 delta)."""
+        """``{'obs': {key: {'shape', 'type'}}, 'action': {'shape': [Da]}}`` (MetaWorld: 4)."""
         return self._shape_meta
 
     @property
     def current_episode_seeds(self) -> np.ndarray:
-        """Reset seed of every env's current episode ``[num_envs]`` (replay one with
-        ``MetaWorldPointCloudEnv(...).reset(seed=...)``)."""
+        """Reset seed of every env's current episode ``[num_envs]`` (``env.reset(seed=...)``)."""
         return self._episode_seeds(self._episode)
 
     @property
