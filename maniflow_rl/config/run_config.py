@@ -9,8 +9,8 @@ from pathlib import Path
 from maniflow_rl.config.sections import (DemosStageConfig, EnvConfig, EvalConfig,
                                          FinetuneAlgorithmConfig, FinetuneConfig,
                                          PretrainStageConfig, RuntimeConfig,
-                                         check_finetune_policy_keys, check_policy_keys,
-                                         split_policy_obs)
+                                         check_dsrl_demo_reward, check_finetune_policy_keys,
+                                         check_policy_keys, split_policy_obs)
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.ppo_config import PPOConfig
@@ -62,6 +62,8 @@ class RunConfig:
         self.ppo.validate()
         self.advantage.validate()
         self.dsrl.validate()
+        if self.finetune.algorithm == "dsrl":   # the run always writes its demos
+            check_dsrl_demo_reward(self.env, self.dsrl, has_demos=True)
         self._check_layout_seeds()
         return self
 

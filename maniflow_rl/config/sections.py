@@ -183,10 +183,20 @@ class FinetuneConfig:
         check_finetune_policy_keys(self.policy, "finetune_policy")
         if self.finetune.algorithm == "dsrl":
             self.dsrl.validate()
+            check_dsrl_demo_reward(self.env, self.dsrl, has_demos=bool(self.demos))
         else:
             self.ppo.validate()
             self.advantage.validate()
         return self
+
+
+def check_dsrl_demo_reward(env: "EnvConfig", dsrl: DSRLConfig, has_demos: bool) -> None:
+    """DSRL-NA puts the demos in its replay, rewarded as the env pays (sparse or shaped); a
+    dense reward has no simulator-independent scale to rebuild them with (rl/dsrl/demos.py)."""
+    if has_demos and dsrl.variant == "na" and env.reward_type == "dense":
+        raise ValueError("env.reward_type=dense with finetune.algorithm=dsrl (variant na): the "
+                         "demos in its replay cannot be paid the dense reward; use "
+                         "env.reward_type=sparse or shaped")
 
 
 @dataclass

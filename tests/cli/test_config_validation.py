@@ -15,6 +15,8 @@ BAD_VALUES = {
     "env.num_points=0": "env.num_points",
     "env.max_episode_steps=0": "env.max_episode_steps",
     "env.reward_type=shaping": "env.reward_type",
+    "env.action_mode=joint": "env.action_mode",
+    "env.task=robosuite/lfit": "did you mean robosuite/lift",
     "env.num_workers=-1": "env.num_workers",
     "pretrain.num_epochs=0": "pretrain.num_epochs",
     "pretrain.batch_size=0": "pretrain.batch_size",
@@ -39,6 +41,19 @@ def test_bad_value_rejected_by_validate(override):
     cfg = load_config(RunConfig, ["default"], [override])
     with pytest.raises(ValueError, match=BAD_VALUES[override].replace(".", r"\.")):
         cfg.validate()
+
+
+@pytest.mark.parametrize("reward_type", ["sparse", "shaped", "dense"])
+def test_dsrl_demos_need_a_reward_they_can_be_paid(reward_type):
+    """DSRL-NA puts the run's demos in its replay; their rewards are rebuilt for the sparse and
+    the shaped reward only, so a dense reward is refused before any stage starts."""
+    cfg = load_config(RunConfig, ["default"], ["finetune.algorithm=dsrl",
+                                               f"env.reward_type={reward_type}"])
+    if reward_type == "dense":
+        with pytest.raises(ValueError, match="env.reward_type=dense"):
+            cfg.validate()
+        cfg.dsrl.variant = "sac"   # SAC keeps no demos in replay: allowed
+    cfg.validate()
 
 
 @pytest.mark.parametrize("override", ["env.point_cloud_source=lidar", "env.num_points=0",

@@ -7,12 +7,15 @@ first frame repeated before the start), chunk ``a_t .. a_{t+Ca-1}`` (the last ac
 past the end), reward 1 and ``terminated`` iff the chunk reaches the success (``t + Ca >= L``),
 next observation frames ending at ``t + Ca`` (sparse-reward convention of the MetaWorld envs).
 
-With the envs' other rewards the demo's recorded potentials ``Phi`` (``data/potential``,
-``data/next_potential``: MetaWorld's dense reward / 10 before and after each action) give the
-same reward the env would have paid for that chunk, rows ``t .. e``, ``e = min(t + Ca - 1, L - 1)``::
+With the ``shaped`` reward the demo's recorded potentials ``Phi`` (``data/potential``,
+``data/next_potential``: the env's potential before and after each action) give the reward the
+env would have paid for the chunk of rows ``t .. e``, ``e = min(t + Ca - 1, L - 1)``::
 
     shaped: 1[t + Ca >= L] + next_potential[e] - potential[t]
-    dense:  10 * sum(next_potential[t .. e])
+
+The ``dense`` reward is not rebuilt: its scale differs between simulators (MetaWorld's potential
+is its dense reward / 10, robosuite's the staged reward itself), so demos in a dense-reward
+replay would be paid on the wrong scale; that combination is an error.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def _frames(array: np.ndarray, start: int, stop: int, first: int, last: int) -> 
     return array[np.clip(np.arange(start, stop), first, last)]
 
 
-DEMO_REWARD_TYPES = ("sparse", "dense", "shaped")
+DEMO_REWARD_TYPES = ("sparse", "shaped")
 
 
 def demo_potentials(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +46,7 @@ def demo_potentials(dataset) -> tuple[np.ndarray, np.ndarray]:
         buffer = ReplayBuffer.open_zarr(dataset.zarr_path)
     if "potential" not in buffer or "next_potential" not in buffer:
         raise ValueError("the demos have no data/potential and data/next_potential arrays, so "
-                         "their transitions cannot be given the env's dense or shaped reward: "
+                         "their transitions cannot be given the env's shaped reward: "
                          "regenerate them (`maniflow-rl demos ... --overwrite`) or use "
                          "env.reward_type=sparse")
     return (np.asarray(buffer["potential"][:], np.float64).reshape(-1),
@@ -56,9 +59,7 @@ def chunk_reward(reward_type: str, start: int, end: int, success: bool,
     if reward_type == "sparse":
         return float(success)
     potential, next_potential = potentials
-    if reward_type == "shaped":
-        return float(success) + float(next_potential[end] - potential[start])
-    return 10.0 * float(next_potential[start:end + 1].sum())
+    return float(success) + float(next_potential[end] - potential[start])
 
 
 def demo_chunk_transitions(dataset, n_obs_steps: int, n_action_steps: int,
@@ -67,9 +68,11 @@ def demo_chunk_transitions(dataset, n_obs_steps: int, n_action_steps: int,
     """Yield ``{'obs', 'next_obs' ({key: [To, *shape]}), 'action' [Ca, Da], 'reward',
     'terminated'}`` for every start of every training episode of a
     :class:`~maniflow_rl.data.dataset.PointCloudSequenceDataset`; ``reward_type``: the env's
-    (``sparse``, ``dense`` or ``shaped``)."""
+    (``sparse`` or ``shaped``; module docstring)."""
     if reward_type not in DEMO_REWARD_TYPES:
-        raise ValueError(f"reward_type must be one of {DEMO_REWARD_TYPES}, got {reward_type!r}")
+        raise ValueError(f"demo transitions are rewarded as {DEMO_REWARD_TYPES} only, got "
+                         f"reward_type={reward_type!r} (a dense-reward DSRL-NA run cannot put "
+                         f"the demos in its replay: use env.reward_type=sparse or shaped)")
     potentials = demo_potentials(dataset) if reward_type != "sparse" else None
     buffer = dataset.replay_buffer
     arrays = {o: dataset._to_obs(o, np.asarray(buffer[z][:])) for z, o in dataset.key_map.items()}

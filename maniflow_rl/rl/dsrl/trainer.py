@@ -180,7 +180,7 @@ class ManiFlowDSRLTrainer:
 
     def add_demos(self, dataset, batch: int = 64, reward_type: str = "sparse") -> int:
         """Pre-fill the replay with the demonstrations as chunk transitions (NA), rewarded as
-        the env's ``reward_type`` (sparse, dense or shaped) would."""
+        the env's ``reward_type`` (sparse or shaped) would."""
         return prefill_demo_transitions(self, dataset, batch, reward_type)
 
     def _current(self) -> tuple[torch.Tensor, torch.Tensor]:
