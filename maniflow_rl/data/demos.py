@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 22  # ~4 MiB chunks, along time only
 ZARR_KEYS = {"agent_pos": "state", "image": "img"}   # DP3's names of MetaWorld's keys
-PRIVILEGED_KEY = "full_state"
 
 
 def _chunks(num_steps: int, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -72,6 +71,7 @@ def run_expert_episode(env, seed: int, action_noise: float = 0.0
     """One scripted-expert episode; returns the per-step arrays and whether it succeeded.
     ``action_noise``: std of the Gaussian added to each expert action (module docstring)."""
     from maniflow_rl.data.dataset import obs_type
+    from maniflow_rl.envs.base import PRIVILEGED_KEY
 
     noise_rng = np.random.default_rng([int(seed), 1]) if action_noise > 0 else None
     obs, _ = env.reset(seed=seed)
@@ -152,7 +152,7 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
     """
     from maniflow_rl.envs.metaworld.tasks import registry_name
     from maniflow_rl.envs.metaworld.vector_runner import derive_episode_seed
-    from maniflow_rl.envs.registry import make_point_cloud_env
+    from maniflow_rl.envs.registry import default_max_episode_steps, make_point_cloud_env
     from maniflow_rl.envs.robosuite.tasks import is_robosuite_task
 
     if num_episodes < 1:
@@ -163,8 +163,6 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
     check_demos_output(out_path, overwrite)
     max_attempts = 3 * num_episodes + 10 if max_attempts is None else int(max_attempts)
     kwargs = dict(env_kwargs or {})
-    from maniflow_rl.envs.registry import default_max_episode_steps
-
     max_episode_steps = max_episode_steps or default_max_episode_steps(task)
     kwargs.update(max_episode_steps=max_episode_steps, terminate_on_success=True,
                   reward_type="sparse")

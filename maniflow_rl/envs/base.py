@@ -26,6 +26,9 @@ import numpy as np
 
 REQUIRED_STEP_KEYS = ("obs", "rewards", "dones")
 PER_ENV_STEP_KEYS = ("rewards", "dones", "truncated", "success")
+# the simulator state an env adds to its observations for asymmetric critics (never a policy
+# input); MetaWorld's 39-d state, robosuite's proprio- + object-state
+PRIVILEGED_KEY = "full_state"
 
 
 @runtime_checkable

@@ -43,6 +43,7 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 import gymnasium as gym
 import numpy as np
 
+from maniflow_rl.envs.base import PRIVILEGED_KEY
 from maniflow_rl.envs.metaworld.point_cloud import (
     depth_to_cropped_world_points,
     depth_to_world_points,
@@ -90,7 +91,6 @@ DP3_CAMERA_POS = {"corner2": (0.6, 0.295, 0.8)}
 _SOURCES = ("camera", "geometry")
 #: observation key of MetaWorld's 39-d state with ``privileged_state=True`` (critics, or a
 #: state-based policy: ``policy.obs=state``)
-PRIVILEGED_KEY = "full_state"
 
 
 def privileged_state_for(shape_meta: dict | None) -> bool:

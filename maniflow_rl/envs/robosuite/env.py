@@ -43,13 +43,13 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 import gymnasium as gym
 import numpy as np
 
+from maniflow_rl.envs.base import PRIVILEGED_KEY
 from maniflow_rl.envs.metaworld.point_cloud import (depth_to_cropped_world_points,
                                                     farthest_point_sample)
 from maniflow_rl.envs.metaworld.tasks import REWARD_TYPES
 from maniflow_rl.envs.robosuite import rotation
 from maniflow_rl.envs.robosuite.tasks import ACTION_MODES, resolve_robosuite_task
 
-PRIVILEGED_KEY = "full_state"
 IMAGE_KEY = "robot0_eye_in_hand_image"
 PROPRIO_KEYS = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2}
 ACTION_DIMS = {"absolute": 10, "delta": 7}
@@ -60,9 +60,7 @@ def _controller_config(action_mode: str) -> dict:
 
     config = load_composite_controller_config(controller="BASIC")
     if action_mode == "absolute":
-        arm = config["body_parts"]["right"] if "right" in config["body_parts"] else \
-            config["body_parts"]["arms"]["right"]
-        arm.update(input_type="absolute", input_ref_frame="world")
+        config["body_parts"]["right"].update(input_type="absolute", input_ref_frame="world")
     return config
 
 
@@ -89,7 +87,6 @@ class RobosuitePointCloudEnv(gym.Env):
                  reward_type: str = "sparse", privileged_state: bool = False,
                  terminate_on_success: bool = True, max_episode_steps: int | None = None,
                  seed: int | None = None) -> None:
-        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.spec_task = resolve_robosuite_task(task)
         self.task = self.spec_task.name
         if action_mode not in ACTION_MODES:
