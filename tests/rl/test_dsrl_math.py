@@ -16,8 +16,10 @@ from maniflow_rl.rl.dsrl.networks import LatentActor
 from maniflow_rl.rl.replay import TRANSITION_FIELDS, ChunkReplayBuffer, NStepAccumulator
 
 
-@pytest.mark.parametrize("bound", [1.0, 1.5])
+@pytest.mark.parametrize("bound", [1.0, 1.5, (1.5, 1.5, 1.5, 0.2, 0.2)])   # last: per dim
 def test_tanh_gaussian_log_prob_matches_torch_distributions(bound):
+    if isinstance(bound, tuple):   # noise dims, then residual dims with their own bound
+        bound = torch.tensor(bound, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     f64 = dict(generator=g, dtype=torch.float64)
     mean, log_std = torch.randn(64, 5, **f64), torch.randn(64, 5, **f64) * 0.5

@@ -237,3 +237,52 @@ def test_sampled_evaluation_draws_from_the_actor_and_predict_action_stays_determ
         DSRLConfig(eval_noise="median").validate()
     with pytest.raises(ValueError, match="auto_alpha"):
         DSRLConfig(actor_regularizer="prior_kl", auto_alpha=True).validate()
+
+
+def test_residual_latent_adds_a_bounded_residual_to_the_executed_chunk(tmp_path):
+    trainer = _trainer(tmp_path, "na", residual_bound=0.2)
+    steered = trainer.steered
+    assert (steered.noise_dim, steered.residual_dim, steered.latent_dim) == (8, 4, 12)
+    assert trainer.replay.shapes["noise"] == (12,) and trainer.replay.shapes["alias_noise"] == (4, 12)
+    obs = {"agent_pos": torch.rand(256, 1, 4)}
+    context, features = steered.features(obs)
+    latent, _ = trainer.actor.sample(features, torch.Generator().manual_seed(0))
+    assert latent[:, :8].abs().max() <= 1.5 and latent[:, 8:].abs().max() <= 0.2
+    assert latent[:, 8:].abs().max() > 0.1          # the residual dims are used, each bounded
+    # a(s, z) = unnormalize(normalize(f(s, w)) + r), by hand from the frozen policy's chunk
+    frozen = trainer.policy.actions_from_noise(context, latent[:, :8].view(-1, 4, 2))["action"]
+    normalizer = trainer.policy.normalizer
+    expected = normalizer.unnormalize("action", normalizer.normalize("action", frozen)
+                                      + latent[:, 8:].view(-1, 2, 2))
+    chunks = steered.chunks(context, latent)
+    assert torch.allclose(chunks["action"], expected, atol=1e-6)
+    assert torch.allclose(chunks["action_pred"][:, trainer.policy.executed_slice], expected,
+                          atol=1e-6)
+    # the imitation policy's latents: N(0, I) noise, no residual
+    prior = steered.prior_latent(512, torch.Generator().manual_seed(1))
+    assert torch.equal(prior[:, 8:], torch.zeros(512, 4)) and 0.8 < prior[:, :8].std() < 1.0
+    assert torch.allclose(steered.actions(context[:1].expand(2, -1, -1), prior[:2]),
+                          trainer.policy.actions_from_noise(
+                              context[:1].expand(2, -1, -1), prior[:2, :8].view(2, 4, 2))["action"])
+    # the evaluated policy rebuilt from a checkpoint keeps the residual
+    from maniflow_rl.rl.dsrl.steered_policy import steered_policy_from_checkpoint
+    payload = torch.load(trainer.save_checkpoint(), weights_only=False)
+    rebuilt = steered_policy_from_checkpoint(payload)
+    assert rebuilt.residual_bound == 0.2
+    assert torch.allclose(rebuilt.predict_action(obs)["action"], trainer.predict_action(obs)["action"])
+
+
+def test_residual_steering_learns_on_the_dummy_env(tmp_path):
+    trainer = _trainer(tmp_path, "na", residual_bound=0.5)
+    frozen = _eval_return(trainer.policy)
+    trainer.train(progress=False)
+    steered = _eval_return(trainer.steered)
+    assert steered["mean_return"] > frozen["mean_return"] + 1.5
+    assert 0 < trainer.history[-1]["actor/mean_residual_abs"] <= 0.5
+
+
+def test_residual_config_errors():
+    with pytest.raises(ValueError, match="residual_bound"):
+        DSRLConfig(residual_bound=-0.1).validate()
+    with pytest.raises(ValueError, match="prior_kl"):
+        DSRLConfig(residual_bound=0.2, actor_regularizer="prior_kl").validate()

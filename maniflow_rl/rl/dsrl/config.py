@@ -41,6 +41,9 @@ class DSRLConfig:
     num_critics: int = 2
     hidden_dims: tuple = (256, 256, 256)   # LayerNorm MLPs (the reference: 3 x 2048 on a GPU)
     noise_bound: float = 1.5            # w = noise_bound * tanh(u)
+    residual_bound: float = 0.0         # > 0: the actor also adds r = residual_bound * tanh(v)
+                                        # to the executed chunk (normalized action space;
+                                        # Policy Decorator / ResFiT style); 0: noise only
     alpha: float = 0.001                # entropy temperature (fixed unless auto_alpha); the
                                         # entropy of w sums H * Da dims (64 on MetaWorld), Q of
                                         # a 0/1 reward is <= 1: alpha * dim(w) << 1
@@ -103,6 +106,13 @@ class DSRLConfig:
                              f"{self.tau}")
         if not (self.utd_ratio > 0 and self.noise_bound > 0 and self.alpha >= 0):
             raise ValueError("utd_ratio and noise_bound must be > 0 and alpha >= 0")
+        if self.residual_bound < 0:
+            raise ValueError(f"DSRLConfig.residual_bound must be >= 0 (0: no residual), "
+                             f"got {self.residual_bound}")
+        if self.residual_bound > 0 and self.actor_regularizer != "entropy":
+            raise ValueError("DSRLConfig.actor_regularizer='prior_kl' pulls the noise towards "
+                             "N(0, I); it has no meaning for the residual: use 'entropy' with "
+                             "residual_bound > 0")
         if self.actor_regularizer not in ("entropy", "prior_kl"):
             raise ValueError(f"DSRLConfig.actor_regularizer must be 'entropy' or 'prior_kl', "
                              f"got {self.actor_regularizer!r}")

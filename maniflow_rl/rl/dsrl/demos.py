@@ -118,7 +118,7 @@ def prefill_demo_transitions(trainer, dataset, batch: int = 64, reward_type: str
         chunk = torch.as_tensor(np.stack([p["action"] for p in part]), device=trainer.device)
         trainer.replay.add_demos({
             "features": features.cpu().numpy(), "next_features": next_features.cpu().numpy(),
-            "noise": np.zeros((len(part), trainer.steered.noise_dim), np.float32),
+            "noise": np.zeros((len(part), trainer.steered.latent_dim), np.float32),
             "action": trainer.steered.normalized_chunk(chunk).cpu().numpy(),
             "reward": np.array([p["reward"] for p in part], np.float32),
             "discount": np.full(len(part), trainer.chunk_discount, np.float32),

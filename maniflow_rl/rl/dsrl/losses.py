@@ -32,11 +32,13 @@ from torch import Tensor
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def tanh_gaussian_log_prob(u: Tensor, mean: Tensor, log_std: Tensor, bound: float) -> Tensor:
-    """``log pi(w)`` of ``w = bound * tanh(u)``, ``u ~ N(mean, exp(log_std)^2)``; sums the last
-    dim, returns ``[B]``."""
+def tanh_gaussian_log_prob(u: Tensor, mean: Tensor, log_std: Tensor,
+                           bound: float | Tensor) -> Tensor:
+    """``log pi(w)`` of ``w = bound * tanh(u)``, ``u ~ N(mean, exp(log_std)^2)``; ``bound`` a
+    number or one per dim ``[D]``; sums the last dim, returns ``[B]``."""
     gaussian = -0.5 * ((u - mean) / log_std.exp()).square() - log_std - 0.5 * LOG_2PI
-    log_det = math.log(bound) + 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    log_bound = torch.log(torch.as_tensor(bound, dtype=u.dtype, device=u.device))
+    log_det = log_bound + 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
     return (gaussian - log_det).sum(-1)
 
 

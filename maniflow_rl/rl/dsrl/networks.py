@@ -24,12 +24,16 @@ def layernorm_mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int) -> nn.S
 
 class LatentActor(nn.Module):
     """``pi(w | s)``: ``w = bound * tanh(u)``, ``u ~ N(mu(s), sigma(s)^2)`` over the flattened
-    initial noise ``w [B, H * Da]`` of the frozen flow policy."""
+    latent ``w [B, Dw]``: the frozen flow policy's initial noise ``[H * Da]``, followed by the
+    residual on the executed chunk ``[Ca * Da]`` when there is one. ``noise_bound``: one bound
+    for every dim, or one per dim ``[Dw]``."""
 
     def __init__(self, feature_dim: int, noise_dim: int, hidden_dims: Sequence[int],
-                 noise_bound: float):
+                 noise_bound: float | Tensor):
         super().__init__()
-        self.noise_dim, self.noise_bound = int(noise_dim), float(noise_bound)
+        self.noise_dim = int(noise_dim)
+        bound = torch.as_tensor(noise_bound, dtype=torch.float32).expand(self.noise_dim)
+        self.register_buffer("noise_bound", bound.clone(), persistent=False)
         self.net = layernorm_mlp(feature_dim, hidden_dims, 2 * noise_dim)
 
     def distribution(self, features: Tensor) -> tuple[Tensor, Tensor]:

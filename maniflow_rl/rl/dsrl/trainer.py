@@ -76,11 +76,12 @@ class ManiFlowDSRLTrainer:
             policy, env_runner, device=self.device, nonfinite_policy=cfg.nonfinite_policy,
             max_abs_env_value=cfg.max_abs_env_value, extra_obs_keys=cfg.critic_obs_keys)
         self.steered = LatentSteeredPolicy(policy, cfg.hidden_dims, cfg.noise_bound,
-                                           cfg.eval_noise).to(self.device).eval()
+                                           cfg.eval_noise, cfg.residual_bound
+                                           ).to(self.device).eval()
         self.actor = self.steered.actor
         self.actor_dim = self.steered.feature_dim
         feat = self.actor_dim + self._privileged_dim()
-        noise = self.steered.noise_dim
+        noise = self.steered.latent_dim   # the noise, then the residual (if any)
         chunk = policy.n_action_steps * policy.action_dim
         # the noise-space critic (SAC: the critic; NA: the distilled Q^W) and, for NA, Q^A
         self.noise_critic = CriticEnsemble(feat, noise, cfg.hidden_dims,
@@ -167,8 +168,8 @@ class ManiFlowDSRLTrainer:
         cfg = self.config
         m = cfg.num_alias_noises
         from_actor = round(cfg.actor_alias_fraction * m)
-        noise = torch.randn(count, m, self.steered.noise_dim, generator=self._generator,
-                            device=self.device).clamp(-cfg.noise_bound, cfg.noise_bound)
+        noise = self.steered.prior_latent(count * m, self._generator, self.device).view(
+            count, m, -1)
         if from_actor:
             sampled = self.actor.sample(self.actor_input(features).repeat_interleave(
                 from_actor, 0), self._generator)[0]
@@ -194,8 +195,7 @@ class ManiFlowDSRLTrainer:
         context, features = self._current()
         with torch.no_grad():
             if self.global_step < cfg.warmup_steps:
-                noise = torch.randn(n, self.steered.noise_dim, generator=self._generator,
-                                    device=self.device).clamp(-cfg.noise_bound, cfg.noise_bound)
+                noise = self.steered.prior_latent(n, self._generator, self.device)
             else:
                 noise = self.actor.sample(self.actor_input(features), self._generator)[0]
             actions = self.steered.actions(context, noise)
@@ -233,10 +233,13 @@ class ManiFlowDSRLTrainer:
         self.global_step += n * self.policy.n_action_steps
         self.executed_env_steps += int(outcome.executed_steps)
         self._episodes += finished
-        with torch.no_grad():   # how far the deterministic noise is from N(0, I) draws (~sqrt(Dw))
-            mean_norm = float(self.actor.mean_noise(self.actor_input(features)).norm(dim=1).mean())
-        self._pending["actor/mean_noise_norm"] = mean_norm
-        self._pending["actor/noise_norm"] = float(noise.norm(dim=1).mean())
+        dw = self.steered.noise_dim   # how far the deterministic noise is from N(0, I) draws
+        with torch.no_grad():         # (~sqrt(Dw)); the residual's size in normalized units
+            mean_latent = self.actor.mean_noise(self.actor_input(features))
+        self._pending["actor/mean_noise_norm"] = float(mean_latent[:, :dw].norm(dim=1).mean())
+        self._pending["actor/noise_norm"] = float(noise[:, :dw].norm(dim=1).mean())
+        if self.steered.residual_dim:
+            self._pending["actor/mean_residual_abs"] = float(mean_latent[:, dw:].abs().mean())
         return {"env_steps": float(n * self.policy.n_action_steps)}
 
     # ------------------------------------------------------------------ training
