@@ -170,3 +170,26 @@ def test_finite_step_skips_a_finite_loss_with_a_non_finite_gradient():
     assert not optimizer.state   # Adam state untouched
     assert finite_step(optimizer, (param ** 2).sum())   # a healthy step is taken
     assert not torch.equal(param.detach(), torch.ones(3))
+
+
+def test_prior_kl_with_a_residual_pulls_the_noise_to_n01_and_spreads_the_residual():
+    """Flat Q, latent z = [w (4 dims, bound 1.5), r (2 dims, bound 0.2)], the penalty update.py
+    uses: log pi(z|s) - log N(w; 0, I). The noise dims go to the truncated normal (variance
+    0.55), the residual dims to the max-entropy uniform on [-0.2, 0.2] (variance 0.0133)."""
+    from maniflow_rl.rl.dsrl.losses import actor_penalty
+
+    torch.manual_seed(0)
+    bounds = torch.tensor([1.5] * 4 + [0.2] * 2)
+    actor = LatentActor(feature_dim=3, noise_dim=6, hidden_dims=(16,), noise_bound=bounds)
+    optimizer = torch.optim.Adam(actor.parameters(), lr=3e-3)
+    features = torch.ones(512, 3)
+    for _ in range(600):
+        latent, log_prob = actor.sample(features)
+        loss = actor_penalty(log_prob, latent[:, :4], "prior_kl").mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        samples = actor.sample(torch.ones(20000, 3))[0]
+    assert 0.45 < samples[:, :4].var().item() < 0.65
+    assert 0.2 ** 2 / 3 * 0.9 < samples[:, 4:].var().item() < 0.2 ** 2 / 3 * 1.05

@@ -109,10 +109,6 @@ class DSRLConfig:
         if self.residual_bound < 0:
             raise ValueError(f"DSRLConfig.residual_bound must be >= 0 (0: no residual), "
                              f"got {self.residual_bound}")
-        if self.residual_bound > 0 and self.actor_regularizer != "entropy":
-            raise ValueError("DSRLConfig.actor_regularizer='prior_kl' pulls the noise towards "
-                             "N(0, I); it has no meaning for the residual: use 'entropy' with "
-                             "residual_bound > 0")
         if self.actor_regularizer not in ("entropy", "prior_kl"):
             raise ValueError(f"DSRLConfig.actor_regularizer must be 'entropy' or 'prior_kl', "
                              f"got {self.actor_regularizer!r}")

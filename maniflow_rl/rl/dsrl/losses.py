@@ -17,7 +17,9 @@ limit is not terminal: it bootstraps)::
     L_actor    = mean_B [ alpha log pi(w~ | s) - min_e Q_e(s, w~) ],  w~ ~ pi(s) (reparametrized)
                  prior_kl regularizer: log pi(w~ | s) - log N(w~; 0, I) in place of log pi (a
                  one-sample estimate of KL(pi(. | s) || N(0, I)): the actor stays at the
-                 imitation policy's noise distribution unless Q pays for leaving it)
+                 imitation policy's noise distribution unless Q pays for leaving it; with a
+                 residual z = [w, r]: log pi(z | s) - log N(w; 0, I), i.e. KL on the noise
+                 and the entropy term on the residual)
     L_alpha    = -mean_B [ log alpha * (log pi(w~ | s) + H_target) ]
 """
 

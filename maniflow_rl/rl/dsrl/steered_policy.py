@@ -107,12 +107,15 @@ class LatentSteeredPolicy(nn.Module):
     def predict_action(self, obs: Mapping[str, Any], generator: torch.Generator | None = None,
                        deterministic: bool | None = None) -> dict[str, torch.Tensor]:
         """``w = noise_bound * tanh(mu(s))`` (deterministic; the default unless
-        ``eval_noise="sample"``) or ``w ~ pi(. | s)``; ``policy.predict_action``'s outputs."""
+        ``eval_noise="sample"``) or ``w ~ pi(. | s)``; a residual always at its mean
+        ``residual_bound * tanh(mu_r(s))``; ``policy.predict_action``'s outputs."""
         context, features = self.features(obs)
         if deterministic is None:
             deterministic = self.eval_noise == "mean"
-        latent = (self.actor.mean_noise(features) if deterministic
-                  else self.actor.sample(features, generator)[0])
+        latent = self.actor.mean_noise(features)
+        if not deterministic:   # a drawn noise; the residual (a correction) at its mean
+            latent[:, :self.noise_dim] = self.actor.sample(features, generator)[0][
+                :, :self.noise_dim]
         return self.chunks(context, latent)
 
     def normalized_chunk(self, actions: torch.Tensor) -> torch.Tensor:

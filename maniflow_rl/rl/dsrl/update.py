@@ -70,7 +70,8 @@ def dsrl_gradient_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, flo
     # --- actor: max_w min_e Q^W(s, w) - alpha log pi(w | s) [+ alpha log N(w; 0, I)] ---------
     noise, log_prob = actor.sample(trainer.actor_input(features), trainer._generator)
     q_actor = noise_critic(features, noise)
-    penalty = losses.actor_penalty(log_prob, noise, cfg.actor_regularizer)
+    penalty = losses.actor_penalty(log_prob, noise[:, :trainer.steered.noise_dim],
+                                   cfg.actor_regularizer)   # prior_kl: the noise dims only
     actor_loss = losses.actor_loss(q_actor, penalty, alpha)
     if cfg.actor_regularizer == "prior_kl":
         metrics["prior_kl"] = penalty.detach().mean().item()
