@@ -92,9 +92,10 @@ def bench_env(task: str, steps: int, source: str, size: int, num_points: int) ->
 
 
 def bench_runner(task: str, steps: int, num_envs: int, workers: int, size: int,
-                 num_points: int, **runner_kwargs) -> float:
+                 num_points: int, chunk: int = 1, **runner_kwargs) -> float:
     """Total env steps/s of a ``MetaWorldEnvRunner`` (``runner_kwargs``: e.g. ``backend``,
-    ``point_cloud_source``), timed after the workers are up and one step is done."""
+    ``point_cloud_source``), timed after the workers are up and one step is done; ``chunk >
+    1``: ``step_chunk`` with chunks of that many sub-steps (one request per chunk)."""
     from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner
 
     with MetaWorldEnvRunner(task, num_envs=num_envs, seed=0, num_workers=workers,
@@ -103,12 +104,15 @@ def bench_runner(task: str, steps: int, num_envs: int, workers: int, size: int,
         runner.reset()
         rng = np.random.default_rng(0)
         runner.step(rng.uniform(-1, 1, (num_envs, 4)))
-        rounds = max(1, steps // num_envs)
+        rounds = max(1, steps // (num_envs * chunk))
         start = time.perf_counter()
         for _ in range(rounds):
-            runner.step(rng.uniform(-1, 1, (num_envs, 4)))
+            if chunk > 1:
+                runner.step_chunk(rng.uniform(-1, 1, (num_envs, chunk, 4)))
+            else:
+                runner.step(rng.uniform(-1, 1, (num_envs, 4)))
         elapsed = time.perf_counter() - start
-    return rounds * num_envs / elapsed
+    return rounds * num_envs * chunk / elapsed
 
 
 def main() -> None:

@@ -3,12 +3,16 @@
 
   mp_<k>   multiprocessing backend, k spawn workers
   ray_<k>  Ray backend, k actors (local ``ray.init()``, started once before timing)
+  <backend>_<k>_chunk<c>  the same, stepped by ``step_chunk`` (one request per chunk of c
+           sub-steps, as the rollout collector steps them; c = n_action_steps = 8 by default)
 
 Reported: steps/s (best and median of ``--repeats`` interleaved runs: the machine is shared),
 Ray's scaling from 1 to 2 workers, and Ray's overhead at equal worker count, ``mp / ray - 1``
-(extra time per step; goal <= 15 %). Results: benchmarks/results/ray_env.json.
+(extra time per step; goal <= 15 %), for each request size. Results:
+benchmarks/results/ray_env.json.
 
     python benchmarks/bench_ray_env.py [--task pick-place-v3] [--steps 200] [--repeats 2]
+                                       [--chunks 1 8]
 """
 
 from __future__ import annotations
@@ -28,17 +32,28 @@ RESULTS = Path(__file__).resolve().parent / "results" / "ray_env.json"
 GOAL_OVERHEAD = 0.15
 
 
-def summarize(runs: dict[str, list[float]], workers: list[int]) -> dict:
-    """Best / median steps/s, Ray scaling over its smallest worker count, Ray overhead."""
+def variant_name(prefix: str, workers: int | str, chunk: int) -> str:
+    """``mp_2``, ``ray_2_chunk8``; with ``("2", "workers")``: ``2_workers_chunk8``."""
+    return f"{prefix}_{workers}" + (f"_chunk{chunk}" if chunk > 1 else "")
+
+
+def summarize(runs: dict[str, list[float]], workers: list[int], chunks: list[int]) -> dict:
+    """Best / median steps/s, Ray scaling over its smallest worker count, Ray overhead (per
+    request size: ``step`` calls, ``step_chunk`` calls)."""
     best = {name: max(v) for name, v in runs.items()}
-    overhead = {f"{k}_workers": best[f"mp_{k}"] / best[f"ray_{k}"] - 1.0 for k in workers}
+    overhead = {variant_name(f"{k}", "workers", c):
+                best[variant_name("mp", k, c)] / best[variant_name("ray", k, c)] - 1.0
+                for c in chunks for k in workers}
     low = min(workers)
     return {"steps_per_second_best": best,
             "steps_per_second_median": {n: statistics.median(v) for n, v in runs.items()},
             "ray_scaling_vs_1_worker" if low == 1 else f"ray_scaling_vs_{low}_workers":
-                {f"{k}_workers": best[f"ray_{k}"] / best[f"ray_{low}"] for k in workers},
+                {variant_name(f"{k}", "workers", c):
+                 best[variant_name("ray", k, c)] / best[variant_name("ray", low, c)]
+                 for c in chunks for k in workers},
             "ray_overhead_vs_multiprocessing": overhead,
-            "meets_goal_overhead_le_15pct": all(v <= GOAL_OVERHEAD for v in overhead.values())}
+            "meets_goal_overhead_le_15pct": {
+                name: value <= GOAL_OVERHEAD for name, value in overhead.items()}}
 
 
 def main() -> None:
@@ -50,26 +65,28 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[1, 8],
+                        help="sub-steps per request (1: step(), > 1: step_chunk())")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     from maniflow_rl.envs.metaworld.ray_workers import connect
 
     ray = connect(None, max(args.workers))   # local instance, up before any timing
-    variants = {f"{backend}_{k}": (backend, k) for k in args.workers
-                for backend in ("mp", "ray")}
+    variants = {variant_name(backend, k, c): (backend, k, c) for c in args.chunks
+                for k in args.workers for backend in ("mp", "ray")}
     load_before = os.getloadavg()
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.repeats):
-        for name, (backend, k) in variants.items():
+        for name, (backend, k, c) in variants.items():
             runs[name].append(bench_runner(
-                args.task, args.steps, args.num_envs, k, 128, 512,
+                args.task, args.steps, args.num_envs, k, 128, 512, chunk=c,
                 backend="ray" if backend == "ray" else "multiprocessing",
                 point_cloud_source=args.source))
-            print(f"[repeat {r + 1}/{args.repeats}] {name:8s} {runs[name][-1]:8.1f} steps/s",
+            print(f"[repeat {r + 1}/{args.repeats}] {name:15s} {runs[name][-1]:8.1f} steps/s",
                   flush=True)
     result = {"task": args.task, "point_cloud_source": args.source, "steps": args.steps,
-              "num_envs": args.num_envs, "repeats": args.repeats, "all_runs": runs,
-              **summarize(runs, args.workers),
+              "num_envs": args.num_envs, "repeats": args.repeats, "chunks": args.chunks,
+              "all_runs": runs, **summarize(runs, args.workers, args.chunks),
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "ray": ray.__version__,
                           "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}

@@ -12,6 +12,12 @@ holds an env for the rest of a chunk once its episode has ended, so the new epis
 start with the old episode's leftover actions; without the flag those sub-steps run in the new
 episode (gymnasium vector envs cannot skip an env).
 
+Optional, with the mask: ``step_chunk(actions [num_envs, Ca, Da], active=mask) -> list`` of
+``Ca`` step dicts, an env held from the sub-step after its episode ends (the collector's
+rule), in one request to the runner's workers instead of ``Ca``. The collector uses it only
+when the class that defines ``step`` also defines ``step_chunk`` (``runs_chunks``): a
+subclass or wrapper that overrides ``step`` keeps being stepped sub-step by sub-step.
+
 ``normalize_step_output`` validates a step dict and fills the optional keys, so consumers (the
 rollout collector) can rely on every key being present.
 """
@@ -121,6 +127,18 @@ def accepts_active_mask(env_runner: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return "active" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def runs_chunks(env_runner: Any) -> bool:
+    """Whether the collector may hand whole chunks to ``env_runner.step_chunk`` (module
+    docstring): it holds envs, and ``step_chunk`` is defined by the same class as ``step``
+    (not reached through ``__getattr__``, not beside an overridden ``step``)."""
+    def owner(name: str) -> type | None:
+        return next((k for k in type(env_runner).__mro__ if name in vars(k)), None)
+
+    chunk_owner = owner("step_chunk")
+    return (chunk_owner is not None and chunk_owner is owner("step")
+            and accepts_active_mask(env_runner))
 
 
 def check_active_mask(active: Any, num_envs: int) -> np.ndarray:

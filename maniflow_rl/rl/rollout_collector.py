@@ -6,7 +6,8 @@ chunk of ``Ca`` actions, executed sub-step by sub-step (docs/ARCHITECTURE.md).
 Chunk semantics (execute-and-hold): when an env's episode ends at sub-step ``j`` of a chunk, the
 decision point's reward is the sum of the sub-step rewards up to and including ``j``, and
 ``dones = 1`` (``truncated = 1`` for a time limit). The env (auto-reset by the runner) is then
-*held* for the chunk's remaining sub-steps (``step(actions, active=mask)``, envs/base.py): it is
+*held* for the chunk's remaining sub-steps (``step(actions, active=mask)``, envs/base.py; a
+runner with ``step_chunk`` applies this rule itself and runs the chunk in one request): it is
 not stepped, so the new episode starts at the next decision point from its reset frame,
 repeated ``To`` times in the observation history, and never runs the old episode's leftover
 actions (hammer-v3, imitation policy: 31 % of training episodes succeeded with the leftovers,
@@ -46,7 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from maniflow_rl.envs.base import accepts_active_mask, normalize_step_output, validate_obs_dict
+from maniflow_rl.envs.base import (accepts_active_mask, normalize_step_output, runs_chunks,
+                                   validate_obs_dict)
 from maniflow_rl.rl.batch import RolloutBatch
 from maniflow_rl.rl.env_input_guard import DEFAULT_MAX_ABS_ENV_VALUE, EnvInputGuard
 
@@ -110,6 +112,7 @@ class ManiFlowRolloutCollector:
         self.nonfinite_dropped = 0      # env sub-steps with a bad value dropped, in total
         self._history: dict[str, np.ndarray] | None = None   # key -> [N, To, *shape]
         self._runner_holds = accepts_active_mask(env_runner)
+        self._runner_runs_chunks = runs_chunks(env_runner)
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._episode_success = np.zeros(self.num_envs, dtype=bool)
@@ -185,8 +188,12 @@ class ManiFlowRolloutCollector:
         counted = active.copy()   # False for idle envs and after this chunk's first done
         holds = self._runner_holds
         stepping = active.copy() if holds else np.ones(num_envs, dtype=bool)
+        # a runner with step_chunk runs the chunk in one request, holding by the rule below
+        chunk_outputs = (self.env_runner.step_chunk(actions, active=stepping.copy())
+                         if self._runner_runs_chunks else None)
         for sub_step in range(actions.shape[1]):
-            raw = (self.env_runner.step(actions[:, sub_step], active=stepping.copy()) if holds
+            raw = (chunk_outputs[sub_step] if chunk_outputs is not None else
+                   self.env_runner.step(actions[:, sub_step], active=stepping.copy()) if holds
                    else self.env_runner.step(actions[:, sub_step]))
             step = normalize_step_output(raw, num_envs)
             self.vector_steps += 1

@@ -178,3 +178,46 @@ def test_spawn_workers_match_in_process():
 def test_worker_errors_are_reported():
     with pytest.raises(RuntimeError, match="worker 0 failed:(.|\n)*unknown camera"):
         MetaWorldEnvRunner("reach", num_envs=1, num_workers=1, camera="no-such-camera")
+
+
+def _per_step_reference(runner, chunk, active):
+    """What step_chunk must equal: step() sub-step by sub-step, holding an env from the
+    sub-step after its episode ends (the collector's execute-and-hold)."""
+    stepping, outputs = np.array(active, bool), []
+    for sub_step in range(chunk.shape[1]):
+        out = runner.step(chunk[:, sub_step], active=stepping.copy())
+        stepping &= ~out["dones"]
+        outputs.append(out)
+    return outputs
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_step_chunk_equals_holding_sub_steps(num_workers):
+    """One request per chunk gives the same observations, rewards, dones, final_obs and layout
+    sequence as Ca step() calls with the hold rule; an env ends once per chunk at most."""
+    kwargs = dict(num_envs=3, seed=2, max_episode_steps=5, **GEO)
+    rng = np.random.default_rng(4)
+    chunks = [rng.uniform(-1, 1, size=(3, 4, 4)).astype(np.float32) for _ in range(4)]
+    actives = [np.ones(3, bool)] * 3 + [np.array([True, False, True])]   # env 1 idle in the last
+    with MetaWorldEnvRunner("reach", num_workers=0, **kwargs) as ref, \
+            MetaWorldEnvRunner("reach", num_workers=num_workers, **kwargs) as runner:
+        np.testing.assert_array_equal(ref.reset()["agent_pos"], runner.reset()["agent_pos"])
+        ended = 0
+        for chunk, active in zip(chunks, actives):
+            expected = _per_step_reference(ref, chunk, active)
+            got = runner.step_chunk(chunk, active=active)
+            assert len(got) == 4
+            for e, g in zip(expected, got):
+                for key in ("rewards", "dones", "truncated", "success"):
+                    np.testing.assert_array_equal(g[key], e[key], err_msg=key)
+                for key in e["obs"]:
+                    np.testing.assert_allclose(g["obs"][key], e["obs"][key], atol=1e-6)
+                    np.testing.assert_allclose(g["final_obs"][key][e["dones"]],
+                                               e["final_obs"][key][e["dones"]], atol=1e-6)
+            assert (np.sum([g["dones"] for g in got], axis=0) <= 1).all()
+            ended += int(np.sum([g["dones"] for g in got]))
+        assert ended >= 3   # 16 sub-steps, 5-step limit: every stepped env ended (and reset)
+        np.testing.assert_array_equal(runner.current_episode_seeds, ref.current_episode_seeds)
+        assert (got[0]["rewards"][1], got[-1]["rewards"][1]) == (0.0, 0.0)   # idle env 1
+        with pytest.raises(ValueError, match="actions must have shape"):
+            runner.step_chunk(chunks[0][:, 0])

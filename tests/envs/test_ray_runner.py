@@ -85,6 +85,11 @@ def test_ray_backend_matches_multiprocessing(local_ray):
                 np.testing.assert_array_equal(a[key], b[key])
             if a["dones"].any():
                 _assert_same(a["final_obs"], b["final_obs"])
+        chunk = rng.uniform(-1, 1, size=(2, 4, 4)).astype(np.float32)   # one request per chunk
+        for a, b in zip(ray_runner.step_chunk(chunk), mp_runner.step_chunk(chunk)):
+            _assert_same(a["obs"], b["obs"])
+            for key in ("rewards", "dones", "truncated", "success"):
+                np.testing.assert_array_equal(a[key], b[key])
         assert a is not None and ray_runner.shape_meta == mp_runner.shape_meta
         for runner in (ray_runner, mp_runner):   # one torch thread per worker (issue 14)
             assert [r["torch_threads"] for r in runner.worker_thread_reports()] == [1, 1]
@@ -108,6 +113,15 @@ def test_dead_worker_is_restarted_and_its_episode_truncated(local_ray):
         _assert_same({k: v[1] for k, v in out["obs"].items()}, ref_obs)
         after = runner.step(actions)   # the new worker keeps stepping its new episode
         assert not after["dones"][1] and runner._ray.restarts == 1
+        last = after["obs"]
+        local_ray.kill(runner._ray.actors[0])   # dies during a chunk: truncated at its first
+        chunk = runner.step_chunk(np.zeros((2, 3, 4), np.float32))   # sub-step, then held
+        assert [c["truncated"][0] for c in chunk] == [True, False, False]
+        assert runner._ray.restarts == 2   # env 1 lives on: its 3-step limit, then held
+        assert [c["dones"][1] for c in chunk] == [False, True, False]
+        for key in last:
+            np.testing.assert_array_equal(chunk[0]["final_obs"][key][0], last[key][0])
+            np.testing.assert_array_equal(chunk[2]["obs"][key][0], chunk[0]["obs"][key][0])
 
 
 def test_env_config_backend_checks():

@@ -116,6 +116,64 @@ def test_runner_that_holds_envs_starts_the_new_episode_at_the_next_chunk():
     assert stats["env_steps"] == 18 and stats["executed_env_steps"] == 18 - runner.held_steps
 
 
+class ChunkingCountingEnvRunner(HoldingCountingEnvRunner):
+    """HoldingCountingEnvRunner with ``step_chunk`` (one request per chunk), counting requests."""
+
+    def step(self, actions, active=None):
+        self.requests += 1
+        return super().step(actions, active)
+
+    def step_chunk(self, actions, active=None):
+        self.chunk_requests += 1
+        stepping, outputs = np.array(active, bool), []
+        for sub_step in range(actions.shape[1]):
+            out = super().step(actions[:, sub_step], stepping.copy())
+            stepping &= ~out["dones"]
+            outputs.append(out)
+        return outputs
+
+    def reset(self):
+        self.requests = self.chunk_requests = 0
+        return super().reset()
+
+
+def test_a_runner_with_step_chunk_gets_one_request_per_chunk_and_the_same_batch():
+    from maniflow_rl.envs.base import runs_chunks
+
+    config = CollectorConfig(max_steps_per_episode=100, action_chunk_size=3, obs_chunk_size=2)
+    batches = {}
+    for name, runner in (("per-step", HoldingCountingEnvRunner()),
+                         ("chunks", ChunkingCountingEnvRunner())):
+        batches[name] = ManiFlowRolloutCollector(FakePolicy(STATE_META), runner, config).collect(4)
+    chunked = runner
+    assert (chunked.chunk_requests, chunked.requests) == (4, 0)
+    (a, a_stats), (b, b_stats) = batches["per-step"], batches["chunks"]
+    for field in ("rewards", "dones", "truncated", "last_values"):
+        assert torch.equal(torch.as_tensor(getattr(a, field)), torch.as_tensor(getattr(b, field)))
+    assert torch.equal(torch.as_tensor(a.obs["state"]), torch.as_tensor(b.obs["state"]))
+    assert a_stats["executed_env_steps"] == b_stats["executed_env_steps"] < a_stats["env_steps"]
+
+    class OverridesStep(ChunkingCountingEnvRunner):   # e.g. a fault injector: per sub-step
+        def step(self, actions, active=None):
+            return super().step(actions, active)
+
+    class Delegates:   # a wrapper reaching step_chunk through __getattr__: per sub-step
+        accepts_active_mask = True
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def step(self, actions, active=None):
+            return self.inner.step(actions, active)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    assert runs_chunks(ChunkingCountingEnvRunner())
+    assert not runs_chunks(OverridesStep()) and not runs_chunks(Delegates(chunked))
+    assert not runs_chunks(HoldingCountingEnvRunner())
+
+
 def test_runner_subclass_without_active_argument_is_not_held():
     class Wrapped(HoldingCountingEnvRunner):
         def step(self, actions):   # overrides step without ``active``

@@ -9,7 +9,8 @@ runners), instead of a ``multiprocessing`` worker.
   the same observations whichever backend steps them.
 * A worker that dies (its node is lost, it is killed, it crashes) is replaced by a new actor
   whose envs start their next episode: the step reports those envs' episodes as truncated
-  (reward 0, ``final_obs`` = their last observation), and training goes on.
+  (reward 0, ``final_obs`` = their last observation; a ``step_chunk`` at its first sub-step,
+  the new episode held for the rest of the chunk), and training goes on.
 * Threads: every actor runs one thread (``utils/threads.py``): its environment has
   ``OMP_NUM_THREADS`` and the other thread variables = 1 (not the driver's values) and it
   calls ``limit_worker_threads`` before building its envs.
@@ -106,7 +107,7 @@ class RayEnvWorkers:
 
     def __init__(self, task: str, env_kwargs: dict[str, Any], block_sizes: Sequence[int],
                  address: str | None = None):
-        from maniflow_rl.envs.metaworld.vector_runner import WorkerEnvGroup
+        from maniflow_rl.envs.metaworld.env_group import WorkerEnvGroup
 
         self.ray = connect(address, len(block_sizes))
         self._actor_class = self.ray.remote(num_cpus=1, max_restarts=0)(WorkerEnvGroup)
@@ -135,9 +136,10 @@ class RayEnvWorkers:
         except self.ray.exceptions.RayActorError:
             results = [self._get_or_recover(k, command, a, ref)
                        for k, a, ref in zip(blocks, args, refs)]
-        if command in ("reset", "step"):   # kept for a truncation after a death
+        if command in ("reset", "step", "step_chunk"):   # kept for a truncation after a death
             for k, result in zip(blocks, results):
-                self._last_obs[k] = result["obs"] if command == "step" else result
+                self._last_obs[k] = (result if command == "reset" else
+                                     result["obs"] if command == "step" else result[-1]["obs"])
         return results
 
     def _get_or_recover(self, k: int, command: str, args: tuple, ref) -> Any:
@@ -154,14 +156,19 @@ class RayEnvWorkers:
                     k, reason)
         self.restarts += 1
         self.actors[k] = self._start(k)
-        if command != "step" or self._last_obs[k] is None:
+        if command not in ("step", "step_chunk") or self._last_obs[k] is None:
             return self.ray.get(getattr(self.actors[k], command).remote(*args))
         next_seeds = args[1]
         n = self.block_sizes[k]
         obs = self.ray.get(self.actors[k].reset.remote(next_seeds))
-        return {"obs": obs, "final_obs": self._last_obs[k], "rewards": np.zeros(n, np.float32),
-                "terminated": np.zeros(n, bool), "truncated": np.ones(n, bool),
-                "success": np.zeros(n, bool)}
+        zeros = {"rewards": np.zeros(n, np.float32), "terminated": np.zeros(n, bool),
+                 "success": np.zeros(n, bool)}
+        truncated = {"obs": obs, "final_obs": self._last_obs[k], **zeros,
+                     "truncated": np.ones(n, bool)}
+        if command == "step":
+            return truncated
+        held = {"obs": obs, "final_obs": None, **zeros, "truncated": np.zeros(n, bool)}
+        return [truncated] + [held] * (np.shape(args[0])[1] - 1)   # then held (step_chunk)
 
     def close(self) -> None:
         for actor in self.actors:

@@ -28,22 +28,17 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import signal
-import traceback
 from typing import Any, Sequence
 
 import numpy as np
 
 from maniflow_rl.envs.base import check_active_mask
-from maniflow_rl.utils.threads import limit_worker_threads, thread_report, worker_environment
+from maniflow_rl.envs.metaworld.env_group import EnvGroup, worker_main
+from maniflow_rl.utils.threads import worker_environment
 
 log = logging.getLogger("maniflow_rl")
 
 RUNNER_BACKENDS = ("multiprocessing", "ray")
-
-
-def _stack(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {key: np.stack([d[key] for d in dicts]) for key in dicts[0]}
 
 
 def _concat(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -62,99 +57,6 @@ def derive_episode_seed(env_base_seed: int, episode: int) -> int:
     if episode == 0:
         return int(env_base_seed)
     return int(np.random.SeedSequence([int(env_base_seed), int(episode)]).generate_state(1)[0])
-
-
-class _EnvGroup:
-    """A block of envs stepped sequentially: the body of a worker (or the in-process runner)."""
-
-    def __init__(self, task: str, env_kwargs: dict[str, Any], count: int) -> None:
-        from maniflow_rl.envs.registry import make_point_cloud_env
-
-        self.envs = [make_point_cloud_env(task, **env_kwargs) for _ in range(count)]
-        self._newest: list[dict[str, np.ndarray] | None] = [None] * count   # for held envs
-
-    def shape_meta(self) -> dict[str, Any]:
-        return self.envs[0].shape_meta
-
-    def reset(self, seeds: Sequence[int]) -> dict[str, np.ndarray]:
-        self._newest = [env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)]
-        return _stack(self._newest)
-
-    def step(self, actions: np.ndarray, next_seeds: Sequence[int],
-             active: Sequence[bool] | None = None) -> dict[str, Any]:
-        """Step every env; ended ones reset with their ``next_seeds`` entry. ``final_obs`` holds
-        the last observation of the ended envs only (rows ``np.flatnonzero(terminated |
-        truncated)``), to keep the pipe traffic small. Envs with ``active[i]`` False are held
-        (not stepped: newest observation, reward 0, no done)."""
-        n = len(self.envs)
-        rewards, success = np.zeros(n, np.float32), np.zeros(n, bool)
-        terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
-        obs_list, final_list = [], []
-        for i, env in enumerate(self.envs):
-            if active is not None and not active[i]:
-                if self._newest[i] is None:
-                    raise RuntimeError("step(active=...) before reset(): nothing to hold")
-                obs_list.append(self._newest[i])
-                continue
-            obs, rewards[i], terminated[i], truncated[i], info = env.step(actions[i])
-            success[i] = info["success"]
-            if terminated[i] or truncated[i]:
-                final_list.append(obs)
-                obs, _ = env.reset(seed=int(next_seeds[i]))
-            obs_list.append(obs)
-            self._newest[i] = obs
-        return {"obs": _stack(obs_list), "final_obs": _stack(final_list) if final_list else None,
-                "rewards": rewards, "terminated": terminated, "truncated": truncated,
-                "success": success}
-
-    def render_rgb(self, index: int, width: int, height: int, camera: Any) -> np.ndarray:
-        return self.envs[index].render_rgb(width, height, camera)
-
-    def thread_report(self) -> dict[str, Any]:
-        """Torch threads and thread variables of the process hosting this block."""
-        return thread_report()
-
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
-
-
-class WorkerEnvGroup(_EnvGroup):
-    """The body of a worker process or Ray actor: one thread (``limit_worker_threads``) before
-    the envs are built."""
-
-    def __init__(self, task: str, env_kwargs: dict[str, Any], count: int) -> None:
-        limit_worker_threads()
-        super().__init__(task, env_kwargs, count)
-
-
-def _worker_main(conn, task: str, env_kwargs: dict[str, Any], count: int) -> None:
-    """Worker process loop: build the envs, then serve ``(command, args)`` requests."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    group = None
-    try:
-        group = WorkerEnvGroup(task, env_kwargs, count)
-        conn.send(("ok", None))
-        while True:
-            try:
-                command, args = conn.recv()
-            except (EOFError, OSError):  # parent gone
-                break
-            if command == "close":
-                break
-            try:
-                conn.send(("ok", getattr(group, command)(*args)))
-            except Exception:
-                conn.send(("error", traceback.format_exc()))
-    except Exception:
-        try:
-            conn.send(("error", traceback.format_exc()))
-        except (OSError, BrokenPipeError):
-            pass
-    finally:
-        if group is not None:
-            group.close()
-        conn.close()
 
 
 class MetaWorldEnvRunner:
@@ -195,7 +97,7 @@ class MetaWorldEnvRunner:
         self._closed = False
         self._procs: list[Any] = []
         self._conns: list[Any] = []
-        self._local: _EnvGroup | None = None
+        self._local: EnvGroup | None = None
         self._ray = None
         self.seed(seed)
         if backend == "ray":
@@ -208,7 +110,7 @@ class MetaWorldEnvRunner:
                                       [len(b) for b in self._blocks], ray_address)
         elif self.num_workers <= 0:
             self._blocks = [np.arange(self.num_envs)]
-            self._local = _EnvGroup(self.task, self.env_kwargs, self.num_envs)
+            self._local = EnvGroup(self.task, self.env_kwargs, self.num_envs)
         else:
             self._blocks = np.array_split(np.arange(self.num_envs), self.num_workers)
             self._start_workers(start_method)
@@ -262,16 +164,35 @@ class MetaWorldEnvRunner:
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> dict[str, Any]:
         """Step every env; ended episodes auto-reset (see the module docstring). Envs outside
         the bool mask ``active`` are held (env-runner interface, ``envs/base.py``)."""
+        actions, mask = self._check_step_input(actions, active, (self.num_envs, self.action_dim))
+        next_seeds = self._episode_seeds(self._episode + 1)
+        return self._merge_step(self._call_all("step", [
+            (actions[b], next_seeds[b].tolist(), None if mask is None else mask[b].tolist())
+            for b in self._blocks]))
+
+    def step_chunk(self, actions: np.ndarray, active: np.ndarray | None = None
+                   ) -> list[dict[str, Any]]:
+        """Execute a chunk ``actions [num_envs, Ca, Da]``: the ``Ca`` outputs of :meth:`step`
+        with an env held from the sub-step after its episode ends (execute-and-hold, the
+        collector's rule), in one request per worker instead of ``Ca``."""
+        chunk = np.shape(actions)[1] if np.ndim(actions) == 3 else -1
+        actions, mask = self._check_step_input(actions, active,
+                                               (self.num_envs, chunk, self.action_dim))
+        next_seeds = self._episode_seeds(self._episode + 1)   # an env ends once at most
+        parts = self._call_all("step_chunk", [
+            (actions[b], next_seeds[b].tolist(), None if mask is None else mask[b].tolist())
+            for b in self._blocks])
+        return [self._merge_step([p[sub_step] for p in parts]) for sub_step in range(chunk)]
+
+    def _check_step_input(self, actions, active, shape) -> tuple[np.ndarray, np.ndarray | None]:
         self._check_open()
         actions = np.asarray(actions, dtype=np.float32)
-        if actions.shape != (self.num_envs, self.action_dim):
-            raise ValueError(f"actions must have shape ({self.num_envs}, {self.action_dim}), "
-                             f"got {actions.shape}")
-        mask = None if active is None else check_active_mask(active, self.num_envs)
-        next_seeds = self._episode_seeds(self._episode + 1)
-        parts = self._call_all("step", [(actions[b], next_seeds[b].tolist(),
-                                         None if mask is None else mask[b].tolist())
-                                        for b in self._blocks])
+        if actions.shape != shape or shape[1] < 1:
+            raise ValueError(f"actions must have shape {shape}, got {actions.shape}")
+        return actions, None if active is None else check_active_mask(active, self.num_envs)
+
+    def _merge_step(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """One step's output of every block, as one dict over all envs; counts episodes."""
         out = {key: np.concatenate([p[key] for p in parts])
                for key in ("rewards", "terminated", "truncated", "success")}
         out["obs"] = _concat([p["obs"] for p in parts])
@@ -342,7 +263,7 @@ class MetaWorldEnvRunner:
         with worker_environment():   # one thread per worker (spawn copies os.environ)
             for block in self._blocks:
                 parent_conn, child_conn = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, daemon=True,
+                proc = ctx.Process(target=worker_main, daemon=True,
                                    args=(child_conn, self.task, self.env_kwargs, len(block)))
                 proc.start()
                 child_conn.close()
