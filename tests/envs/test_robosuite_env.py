@@ -95,6 +95,24 @@ def test_lift_expert_succeeds_in_both_action_modes(mode):
         env.close()
 
 
+def test_the_can_is_seen_by_the_point_tokens():
+    """Regression: with both bins in the crop the can got 4-6 of 1,024 points and none of 64
+    farthest-point tokens (the encoder's), so imitation never found it. The can's bin crop
+    gives it a share of the tokens on every layout tried."""
+    from maniflow_rl.envs.metaworld.point_cloud import farthest_point_sample
+
+    env = RobosuitePointCloudEnv("robosuite/can")   # the preset's 1,024 points, 128^2 depth
+    try:
+        for seed in (0, 1, 2):
+            obs, _ = env.reset(seed=seed)
+            can = env._rs.sim.data.body_xpos[env._rs.obj_body_id["Can"]]
+            tokens = farthest_point_sample(obs["point_cloud"], 64)
+            on_can = np.linalg.norm(tokens[:, :2] - can[:2], axis=1) < 0.05
+            assert on_can.sum() >= 4, (seed, int(on_can.sum()))
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("task", ["robosuite/can", "robosuite/square"])
 def test_can_and_square_experts_succeed(task):
     env = RobosuitePointCloudEnv(task, num_points=32, camera_size=24, image_size=16)
