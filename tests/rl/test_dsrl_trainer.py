@@ -243,7 +243,8 @@ def test_residual_latent_adds_a_bounded_residual_to_the_executed_chunk(tmp_path)
     trainer = _trainer(tmp_path, "na", residual_bound=0.2)
     steered = trainer.steered
     assert (steered.noise_dim, steered.residual_dim, steered.latent_dim) == (8, 4, 12)
-    assert trainer.replay.shapes["noise"] == (12,) and trainer.replay.shapes["alias_noise"] == (4, 12)
+    shapes = trainer.replay.shapes
+    assert shapes["noise"] == (12,) and shapes["alias_noise"] == (4, 12)
     obs = {"agent_pos": torch.rand(256, 1, 4)}
     context, features = steered.features(obs)
     latent, _ = trainer.actor.sample(features, torch.Generator().manual_seed(0))
@@ -270,14 +271,16 @@ def test_residual_latent_adds_a_bounded_residual_to_the_executed_chunk(tmp_path)
     draw = trainer.actor.sample(features[:3], torch.Generator().manual_seed(7))[0]
     got = trainer.steered.predict_action({"agent_pos": obs["agent_pos"][:3]},
                                          torch.Generator().manual_seed(7))["action"]
-    assert torch.allclose(got, steered.actions(context[:3], torch.cat([draw[:, :8], mean[:, 8:]], 1)))
+    expected = steered.actions(context[:3], torch.cat([draw[:, :8], mean[:, 8:]], 1))
+    assert torch.allclose(got, expected)
     trainer.steered.eval_noise = "mean"
     # the evaluated policy rebuilt from a checkpoint keeps the residual
     from maniflow_rl.rl.dsrl.steered_policy import steered_policy_from_checkpoint
     payload = torch.load(trainer.save_checkpoint(), weights_only=False)
     rebuilt = steered_policy_from_checkpoint(payload)
     assert rebuilt.residual_bound == 0.2
-    assert torch.allclose(rebuilt.predict_action(obs)["action"], trainer.predict_action(obs)["action"])
+    assert torch.allclose(rebuilt.predict_action(obs)["action"],
+                          trainer.predict_action(obs)["action"])
 
 
 def test_residual_steering_learns_on_the_dummy_env(tmp_path):

@@ -23,7 +23,6 @@ def stack_obs(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.stack([d[key] for d in dicts]) for key in dicts[0]}
 
 
-
 class EnvGroup:
     """A block of envs stepped sequentially: the body of a worker (or the in-process runner)."""
 
@@ -63,9 +62,9 @@ class EnvGroup:
                 obs, _ = env.reset(seed=int(next_seeds[i]))
             obs_list.append(obs)
             self._newest[i] = obs
-        return {"obs": stack_obs(obs_list), "final_obs": stack_obs(final_list) if final_list else None,
-                "rewards": rewards, "terminated": terminated, "truncated": truncated,
-                "success": success}
+        return {"obs": stack_obs(obs_list),
+                "final_obs": stack_obs(final_list) if final_list else None, "rewards": rewards,
+                "terminated": terminated, "truncated": truncated, "success": success}
 
     def step_chunk(self, actions: np.ndarray, next_seeds: Sequence[int],
                    active: Sequence[bool] | None = None) -> list[dict[str, Any]]:
