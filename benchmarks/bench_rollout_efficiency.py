@@ -38,8 +38,9 @@ def trivial_policy_sps(runner, env_steps: int, chunk: int = 1) -> float:
     actions = np.zeros(shape, dtype=np.float32)
     rounds = env_steps // (runner.num_envs * chunk)
     start = time.perf_counter()
+    step = runner.step_chunk if chunk > 1 else runner.step
     for _ in range(rounds):
-        runner.step_chunk(actions) if chunk > 1 else runner.step(actions)
+        step(actions)
     return rounds * runner.num_envs * chunk / (time.perf_counter() - start)
 
 
