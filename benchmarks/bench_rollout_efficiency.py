@@ -44,6 +44,18 @@ def trivial_policy_sps(runner, env_steps: int, chunk: int = 1) -> float:
     return rounds * runner.num_envs * chunk / (time.perf_counter() - start)
 
 
+def replayed_actions_sps(runner, chunks: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Steps/s of the runner alone replaying recorded ``step_chunk`` requests ``(actions
+    [N, Ca, Da], active [N])`` open-loop from a reset: the env work of the policy's own actions
+    (a moving arm costs more physics than a still one) without computing them. Counted as the
+    collector counts its steps/s: ``N * Ca`` env steps per chunk."""
+    runner.reset()
+    start = time.perf_counter()
+    for actions, active in chunks:
+        runner.step_chunk(actions, active=active.copy())
+    return sum(a.shape[0] * a.shape[1] for a, _ in chunks) / (time.perf_counter() - start)
+
+
 def collector_sps(collector, decisions: int) -> float:
     start = time.perf_counter()
     _, stats = collector.collect(decisions)

@@ -12,7 +12,9 @@
     the update; env steps/s of the rollout / env steps/s of the same runner driven by a
     trivial policy (zero actions, interleaved; goal >= 0.9), through the runner's fastest
     path (``step_chunk``, one request per chunk, as the collector steps it); the ratio to
-    ``step``-per-sub-step driving is saved beside it.
+    ``step``-per-sub-step driving is saved beside it, and so is the ratio to the runner
+    replaying the rollout's own action chunks open-loop (no inference, the same actions:
+    separates the policy's compute from what its actions cost the physics).
 
 Policies (``--policies``): ``torch`` = no policy installed, torch's default of one thread per
 core (the main process before issue 14); ``auto`` = ``runtime.torch_threads=auto``; ``auto:1``
@@ -40,6 +42,8 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -90,10 +94,11 @@ def default_run_config(num_envs: int, decisions: int, save_path: str):
 
 class TimedRunner:
     """An env runner whose ``step`` / ``step_chunk`` / ``reset`` time is summed in
-    ``seconds``; it holds envs and runs chunks as the runner it wraps does."""
+    ``seconds``; it holds envs and runs chunks as the runner it wraps does, and keeps the
+    ``step_chunk`` requests (``chunks``: copies of actions and active masks) for a replay."""
 
     def __init__(self, runner):
-        self._runner, self.seconds = runner, 0.0
+        self._runner, self.seconds, self.chunks = runner, 0.0, []
 
     def __getattr__(self, name):
         return getattr(self._runner, name)
@@ -109,6 +114,8 @@ class TimedRunner:
         return self._timed(self._runner.step, actions, active=active)
 
     def step_chunk(self, actions, active=None):
+        self.chunks.append((np.array(actions, copy=True), np.array(
+            np.ones(len(actions), bool) if active is None else active, copy=True)))
         return self._timed(self._runner.step_chunk, actions, active=active)
 
     def reset(self, *args, **kwargs):
@@ -140,14 +147,14 @@ def child_concurrent(args, save_path: str) -> dict:
 
 def child_split(args, save_path: str) -> dict:
     """Per-iteration env / inference / update seconds and trivial-policy steps/s."""
-    from bench_rollout_efficiency import trivial_policy_sps
+    from bench_rollout_efficiency import replayed_actions_sps, trivial_policy_sps
 
     from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
     from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
     from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 
     cfg = default_run_config(args.num_envs, args.decisions, save_path)
-    rows, trivial, trivial_chunks = [], [], []
+    rows, trivial, trivial_chunks, replayed = [], [], [], []
     with installed(args.policy), MetaWorldEnvRunner(
             cfg.env.task, num_envs=cfg.ppo.num_envs, seed=0, num_workers=args.num_workers,
             **cfg.env.env_kwargs()) as runner:
@@ -156,7 +163,8 @@ def child_split(args, save_path: str) -> dict:
             runner.shape_meta, {**cfg.policy, **cfg.finetune_policy})
         trainer = ManiFlowPPOTrainer(policy, timed, cfg.ppo, cfg.advantage)
         for i in range(args.warmup + args.split_iterations):
-            timed.seconds, steps, start = 0.0, trainer.global_step, time.perf_counter()
+            timed.seconds, timed.chunks = 0.0, []
+            steps, start = trainer.global_step, time.perf_counter()
             metrics = trainer.train_iteration()
             total = time.perf_counter() - start
             if i < args.warmup:
@@ -168,10 +176,12 @@ def child_split(args, save_path: str) -> dict:
                          "rollout_sps": steps / rollout})
             trivial.append(trivial_policy_sps(runner, int(steps)))
             trivial_chunks.append(trivial_policy_sps(runner, int(steps), policy.n_action_steps))
+            replayed.append(replayed_actions_sps(runner, timed.chunks))
             trainer.collector.reset()   # the runner was reset by the trivial policy
         workers = runner.worker_thread_reports()
         trainer.close()
     return {"iterations": rows, "trivial_sps": trivial, "trivial_chunk_sps": trivial_chunks,
+            "replayed_actions_sps": replayed,
             "worker_torch_threads": [w["torch_threads"] for w in workers]}
 
 
@@ -247,6 +257,9 @@ def measure_split(policy: str, args) -> dict:
             "rollout_efficiency": efficiency,
             "rollout_efficiency_vs_per_step_runner":
                 median["rollout_sps"] / statistics.median(run["trivial_sps"]),
+            "replayed_actions_sps": run["replayed_actions_sps"],
+            "rollout_efficiency_vs_replayed_actions":
+                median["rollout_sps"] / statistics.median(run["replayed_actions_sps"]),
             "iterations": rows,
             "share_of_iteration": {k: median[k] / median["iteration_s"]
                                    for k in ("env_s", "inference_s", "update_s")},
@@ -305,7 +318,7 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     summary = {part: {spec: {k: v for k, v in r.items() if not k.startswith("all_")
                              and k not in ("iterations", "trivial_policy_sps",
-                                        "trivial_policy_chunk_sps")}
+                                        "trivial_policy_chunk_sps", "replayed_actions_sps")}
                       for spec, r in result[part].items()}
                for part in ("concurrent", "split") if part in result}
     print(json.dumps(summary, indent=2))

@@ -156,3 +156,29 @@ def test_dit_x_repeated_context_equals_per_step_calls():
     # conditioning on dt matters, observation context matters
     assert not torch.allclose(dit(x, t, 0.0, context)[0], v)
     assert not torch.allclose(dit(x, t, 0.25, context + 1)[0], v)
+
+
+def test_dit_x_precomputed_context_equals_fresh_and_is_reused():
+    """K denoising steps on one precomputed context give the numbers of recomputing its
+    keys/values at every step, and the context's key/value projection runs once, not K times."""
+    dit = make_dit()
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    dit.context_proj = torch.nn.Linear(32, 32)         # a projection the cache must include
+    context, x = torch.randn(3, 5, 32), torch.randn(3, 6, 3)
+    calls = []
+    hooks = [block.cross_attn.kv.register_forward_hook(lambda *_: calls.append(1))
+             for block in dit.blocks]
+    with torch.no_grad():
+        cached = dit.precompute_context(context)
+        assert len(calls) == 2 and len(cached.kv) == 2
+        for k in range(4):
+            t = torch.full((3,), k / 4)
+            v_cached, f_cached = dit(x, t, 0.25, cached)
+            v_fresh, f_fresh = dit(x, t, 0.25, context)
+            assert torch.equal(v_cached, v_fresh) and torch.equal(f_cached, f_fresh)
+            x = x + 0.25 * v_fresh
+    assert len(calls) == 2 + 4 * 2                     # fresh calls project; cached ones do not
+    for hook in hooks:
+        hook.remove()

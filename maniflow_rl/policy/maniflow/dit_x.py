@@ -14,12 +14,17 @@
 The observation ``context [Bc, L, D]`` may have fewer rows than ``x``: when ``x`` stacks S
 denoising steps per sample (``B = Bc * S``, sample-major order ``row = b * S + s``), the context
 keys/values are computed once per sample and repeated S times (the observation is never
-re-encoded).
+re-encoded). A sampler that runs K denoising steps on one context computes its per-block
+cross-attention keys/values once (:meth:`DiTX.precompute_context`) and passes the result as
+``context``: the same numbers as recomputing them at every step, without the cost (the context
+has To * L tokens against the chunk's H, so its key/value projection is about half of a step's
+linear-layer work).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +68,13 @@ class TimeEmbedder(nn.Module):
         return self.mlp(sinusoidal_embedding(t * TIME_SCALE, self.freq_dim))
 
 
+@dataclass(frozen=True)
+class PrecomputedContext:
+    """Per-block cross-attention ``(keys, values) [Bc, heads, L, Dh]`` of one context."""
+
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+
 class Attention(nn.Module):
     """Multi-head attention; ``context=None`` gives self-attention."""
 
@@ -74,14 +86,20 @@ class Attention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        source = x if context is None else context
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attend from ``x`` to ``context`` (``None``: to ``x``), or to precomputed ``kv``."""
         q = self._heads(self.q(x))
-        k, v = (self._heads(t) for t in self.kv(source).chunk(2, dim=-1))
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         k, v = repeat_rows(k, x.shape[0]), repeat_rows(v, x.shape[0])
         y = F.scaled_dot_product_attention(q, k, v,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).flatten(2))
+
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``source [B, L, D]`` -> keys, values ``[B, heads, L, Dh]``."""
+        k, v = self.kv(source).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.n_head, -1)).transpose(1, 2)   # [B, heads, L, Dh]
@@ -102,9 +120,11 @@ class DiTXBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, cond: torch.Tensor,
+                context_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``context_kv``: this block's cross-attention keys/values of the context."""
         mods = self.modulation(cond).chunk(9, dim=-1)
-        sublayers = (self.self_attn, lambda y: self.cross_attn(y, context), self.mlp)
+        sublayers = (self.self_attn, lambda y: self.cross_attn(y, kv=context_kv), self.mlp)
         for i, sublayer in enumerate(sublayers):
             shift, scale, gate = mods[3 * i: 3 * i + 3]
             h = h + gate.unsqueeze(1) * sublayer(modulate(self.norms[i](h), shift, scale))
@@ -133,17 +153,26 @@ class DiTX(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def precompute_context(self, context: torch.Tensor) -> PrecomputedContext:
+        """The cross-attention keys/values of every block for ``context [Bc, L, D]``, to pass
+        as ``context`` to several :meth:`forward` calls on the same observations."""
+        context = self.context_proj(context)
+        return PrecomputedContext(tuple(block.cross_attn.keys_values(context)
+                                        for block in self.blocks))
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
-                context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                context: torch.Tensor | PrecomputedContext
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return velocity ``v [B, H, Da]`` and final per-token ``features [B, H, D]``."""
         batch = x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(batch)
         dt = torch.as_tensor(dt, dtype=x.dtype, device=x.device).expand(batch)
         cond = self.t_embed(t) + self.dt_embed(dt)
-        context = self.context_proj(context)
+        if not isinstance(context, PrecomputedContext):
+            context = self.precompute_context(context)
         h = self.input_proj(x) + self.pos_emb[:, : x.shape[1]]
-        for block in self.blocks:
-            h = block(h, cond, context)
+        for block, context_kv in zip(self.blocks, context.kv):
+            h = block(h, cond, context_kv)
         shift, scale = self.final_modulation(cond).chunk(2, dim=-1)
         features = modulate(self.final_norm(h), shift, scale)
         return self.output_proj(features), features

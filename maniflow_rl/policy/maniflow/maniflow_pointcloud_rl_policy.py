@@ -227,6 +227,7 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
         denoise_inds = self._rollout_denoise_inds(batch, mode, generator)
         x = x0 if x0 is not None else torch.randn(batch, self.horizon, self.action_dim,
                                                   generator=generator, device=self.device)
+        context = self.model.precompute_context(context)   # once for the K steps
         chain, logprob_sum = [x], torch.zeros_like(x[:, self.executed_slice])
         num_stochastic = torch.zeros(batch, device=self.device)
         for k in range(k_steps):
