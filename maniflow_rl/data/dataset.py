@@ -122,7 +122,9 @@ class PointCloudSequenceDataset(torch.utils.data.Dataset):
     """Windows of ``horizon`` frames; item = ``{'obs': {key: [To, *shape]}, 'action': [H, Da]}``.
 
     ``zarr_path`` may be a path or an already loaded :class:`ReplayBuffer`. Observations are
-    float32 in raw units (images CHW, values 0..255); only the first ``n_obs_steps`` frames of
+    float32 in raw units, except images: CHW in their stored dtype (uint8 0..255, what the
+    encoder and the env runners use; a float32 image would have to be in [0, 1], see
+    ``obs_encoder.py``); only the first ``n_obs_steps`` frames of
     each window are returned. Windows are padded at episode edges by repeating the edge frame
     (``pad_before = n_obs_steps - 1``, ``pad_after = n_action_steps - 1``).
     """
@@ -179,14 +181,21 @@ class PointCloudSequenceDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def _to_obs(self, obs_key: str, frames: np.ndarray, dtype=np.float32) -> np.ndarray:
-        """Frames ``[T, ...]`` of one key in the policy layout (CHW images, cut point clouds)."""
+    def _to_obs(self, obs_key: str, frames: np.ndarray, dtype=None) -> np.ndarray:
+        """Frames ``[T, ...]`` of one key in the policy layout (CHW images, cut point clouds),
+        as ``dtype`` (default :meth:`_obs_dtype`: images as stored, the rest float32)."""
+        dtype = self._obs_dtype(obs_key, frames) if dtype is None else dtype
         if self._channels_last[obs_key]:
             frames = np.moveaxis(frames, -1, 1)  # [T, H, W, C] -> [T, C, H, W]
         elif (self.shape_meta["obs"][obs_key]["type"] == "point_cloud"
               and self.point_cloud_channels is not None):
             frames = frames[..., : self.point_cloud_channels]
         return np.ascontiguousarray(frames, dtype=dtype)
+
+    def _obs_dtype(self, obs_key: str, frames: np.ndarray) -> np.dtype:
+        """Images keep their stored dtype (uint8: 0..255); everything else is float32."""
+        return (frames.dtype if self.shape_meta["obs"][obs_key]["type"] == "rgb"
+                else np.dtype(np.float32))
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         sample = self.sampler.sample_sequence(idx)
@@ -216,7 +225,6 @@ class PointCloudSequenceDataset(torch.utils.data.Dataset):
         data = {}
         for z, o in self.key_map.items():
             frames = np.asarray(self.replay_buffer[z][:])[rows]
-            rgb = self.shape_meta["obs"][o]["type"] == "rgb"
-            data[o] = self._to_obs(o, frames, dtype=frames.dtype if rgb else np.float32)
+            data[o] = self._to_obs(o, frames)
         data[ACTION_KEY] = np.asarray(self.replay_buffer[ACTION_KEY][:], dtype=np.float32)[rows]
         return data

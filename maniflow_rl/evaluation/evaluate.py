@@ -153,7 +153,8 @@ def _run_episodes(policy, env_runner, num_episodes, max_steps, device, recorder,
     bar = tqdm(total=num_episodes, desc="eval", disable=not progress, leave=False)
 
     while (counted < quotas).any():
-        obs_t = {k: torch.as_tensor(v, dtype=torch.float32, device=device)
+        obs_t = {k: torch.as_tensor(v, device=device, dtype=None if v.dtype == np.uint8
+                                    else torch.float32)   # uint8 images stay 0..255
                  for k, v in history.items()}
         with torch.no_grad():
             actions = policy.predict_action(obs_t)["action"].detach().cpu().numpy()

@@ -100,7 +100,8 @@ def test_dataset_items_and_shape_meta():
     assert item["obs"]["agent_pos"].shape == (2, 9)
     assert item["obs"]["image"].shape == (2, 3, 8, 10)
     assert item["action"].shape == (8, 4)
-    assert all(v.dtype == torch.float32 for v in item["obs"].values())
+    assert item["obs"]["image"].dtype == torch.uint8             # pixels as stored, 0..255
+    assert all(v.dtype == torch.float32 for k, v in item["obs"].items() if k != "image")
     np.testing.assert_array_equal(item["obs"]["agent_pos"][0], buffer["state"][0])
     np.testing.assert_array_equal(item["obs"]["agent_pos"][1], buffer["state"][0])
     np.testing.assert_array_equal(item["obs"]["image"][1].numpy(),

@@ -40,7 +40,8 @@ from .consistency_flow import (consistency_flow_loss, num_flow_samples,
                                sampler_grid_consistency_loss)
 from .dit_x import DiTX
 from .normalizer import LimitsNormalizer
-from .obs_encoder import ObservationEncoder, mlp, obs_type, validate_shape_meta
+from .obs_encoder import (ObservationEncoder, check_float_image_range, mlp, obs_type,
+                          validate_shape_meta)
 from .stochastic_sampling import (euler_step, flow_noise_std, flow_sde_transition,
                                   gaussian_entropy, gaussian_log_prob)
 
@@ -164,6 +165,8 @@ class ManiFlowPointcloudRLPolicy(nn.Module):
                                 else obs[key], device=self.device)
             if key not in self.rgb_keys or x.dtype != torch.uint8:
                 x = x.float()
+            if key in self.rgb_keys and x.dtype != torch.uint8:
+                check_float_image_range(key, x)
             out[key] = self.normalizer.normalize(key, x)
         return out
 

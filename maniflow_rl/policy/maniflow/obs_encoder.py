@@ -137,6 +137,17 @@ class PointNetTokenizer(nn.Module):
         return self.point_mlp(points)
 
 
+def check_float_image_range(key: str, images: torch.Tensor, tolerance: float = 1e-3) -> None:
+    """A float image must be in [0, 1] (uint8 images are 0..255 and rescaled by the encoder):
+    a float image in 0..255 would reach the CNN 255x too bright (and the same frames as uint8
+    would give other features), so it is refused, not guessed."""
+    if images.numel() and (float(images.amin()) < -tolerance
+                           or float(images.amax()) > 1.0 + tolerance):
+        raise ValueError(f"obs['{key}'] is a float image with values in [{float(images.amin()):g}, "
+                         f"{float(images.amax()):g}]; float images must be in [0, 1] (pass "
+                         f"uint8 for 0..255 pixels)")
+
+
 class ImageTokenizer(nn.Module):
     """``[M, C, H, W] -> [M, grid^2, D]``: stride-2 conv + GroupNorm + ReLU, grid pooling."""
 
