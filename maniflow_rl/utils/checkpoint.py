@@ -2,7 +2,7 @@
 
 Every checkpoint maniflow-rl writes is a ``torch.save`` dict with at least::
 
-    {"format": "maniflow_rl", "version": 1, "kind": "pretrain" | "ppo", ...}
+    {"format": "maniflow_rl", "version": 2, "kind": "pretrain" | "ppo" | "dsrl", ...}
 
 Writes go to a temporary file in the same folder (``.<name>.<8 random chars>.tmp``), are
 flushed and fsynced, then renamed over the target, so a crash never leaves a half-written
@@ -29,7 +29,11 @@ from maniflow_rl.utils.output_dir import is_no_space_error, no_space_error
 log = logging.getLogger("maniflow_rl")
 
 CHECKPOINT_FORMAT = "maniflow_rl"
-CHECKPOINT_VERSION = 1
+# 2: image observations reach the policy as uint8 0..255 or float in [0, 1] on every path. A
+# version-1 policy with an image input was pretrained on float 0..255 pixels (the old dataset
+# path) and cannot be used with today's scaling, so loading one fails (load_checkpoint_file).
+CHECKPOINT_VERSION = 2
+IMAGE_CONVENTION_VERSION = 2
 
 
 # write_atomic's temp files: mkstemp(prefix=".<name>.", suffix=".tmp") adds 8 characters from
@@ -165,6 +169,13 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu",
             f"{path} has checkpoint version {payload['version']}, newer than this maniflow-rl "
             f"({CHECKPOINT_VERSION}); upgrade maniflow-rl"
         )
+    if payload.get("version", 0) < IMAGE_CONVENTION_VERSION and _image_keys(payload):
+        raise CheckpointError(
+            f"{path} (checkpoint version {payload.get('version', 0)}) is a policy with image "
+            f"input(s) {_image_keys(payload)} written before images were scaled the same way "
+            f"on every path: it was pretrained on float 0..255 pixels, and this maniflow-rl "
+            f"reads uint8 pixels as 0..255 / 255. Its actions would not be the ones it was "
+            f"trained for; pretrain it again (e.g. `maniflow-rl run` with a new --out)")
     if expected_kind is not None:
         kinds = (expected_kind,) if isinstance(expected_kind, str) else tuple(expected_kind)
         if payload.get("kind") not in kinds:
@@ -172,6 +183,13 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu",
                 f"{path} is a '{payload.get('kind')}' checkpoint, expected one of {kinds}"
             )
     return payload
+
+
+def _image_keys(payload: Mapping[str, Any]) -> list[str]:
+    """The ``rgb`` observation keys of a checkpoint's ``shape_meta`` (none without one)."""
+    obs = (payload.get("shape_meta") or {}).get("obs", {})
+    return [k for k, spec in obs.items() if isinstance(spec, Mapping)
+            and spec.get("type") == "rgb"]
 
 
 # parameters a fine-tuning policy may have that an imitation checkpoint lacks (created fresh)

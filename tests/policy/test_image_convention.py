@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from maniflow_policy_testlib import SMALL_SEED_SHAPE_META, make_obs, make_policy
+from maniflow_policy_testlib import (POINT_CLOUD_SHAPE_META as POINT_META, SMALL_SEED_SHAPE_META,
+                                   make_obs, make_policy)
 from maniflow_rl.data import PointCloudSequenceDataset, ReplayBuffer
 from maniflow_rl.envs.dummy import ManiFlowDummyEnvRunner
 from maniflow_rl.evaluation import evaluate_policy
@@ -99,3 +100,19 @@ def test_evaluation_and_collector_hand_the_policy_the_envs_uint8_pixels():
     assert len(policy.seen) >= 4
     for images in policy.seen:
         assert images.dtype == torch.uint8 and int(images.max()) > 1
+
+
+def test_version_1_checkpoint_of_an_image_policy_is_refused_others_load(tmp_path):
+    """Version-1 image policies were pretrained on float 0..255 pixels: refused with a reason;
+    version-1 policies without images, and any version-2 one, still load."""
+    from maniflow_rl.utils.checkpoint import (CheckpointError, load_checkpoint_file,
+                                              save_checkpoint_atomic)
+
+    for meta, name in ((SMALL_SEED_SHAPE_META, "image"), (POINT_META, "points")):
+        save_checkpoint_atomic({"kind": "pretrain", "shape_meta": meta}, tmp_path / f"{name}.pt")
+        load_checkpoint_file(tmp_path / f"{name}.pt")                  # written now: version 2
+        payload = torch.load(tmp_path / f"{name}.pt", weights_only=False)
+        torch.save({**payload, "version": 1}, tmp_path / f"{name}_v1.pt")
+    assert load_checkpoint_file(tmp_path / "points_v1.pt")["version"] == 1
+    with pytest.raises(CheckpointError, match=r"image input.*robot0_eye_in_hand_image.*again"):
+        load_checkpoint_file(tmp_path / "image_v1.pt")
