@@ -47,7 +47,7 @@ def test_bad_value_rejected_by_validate(override):
 def test_dsrl_demos_need_a_reward_they_can_be_paid(reward_type):
     """DSRL-NA puts the run's demos in its replay; their rewards are rebuilt for the sparse and
     the shaped reward only, so a dense reward is refused before any stage starts."""
-    cfg = load_config(RunConfig, ["default"], ["finetune.algorithm=dsrl",
+    cfg = load_config(RunConfig, ["default"], ["finetune.algorithm=dsrl", "dsrl.variant=na",
                                                f"env.reward_type={reward_type}"])
     if reward_type == "dense":
         with pytest.raises(ValueError, match="env.reward_type=dense"):
