@@ -23,7 +23,7 @@ TINY = ["env.num_points=128", "env.max_episode_steps=50", "env.num_workers=0",
         "eval.episodes=1", "eval.num_envs=1", "eval.video_episodes=0"]
 
 
-DSRL = ["finetune.algorithm=dsrl", "dsrl.num_envs=2", "dsrl.total_timesteps=32",
+DSRL = ["finetune.algorithm=dsrl", "dsrl.variant=na", "dsrl.num_envs=2", "dsrl.total_timesteps=32",
         "dsrl.warmup_steps=16", "dsrl.batch_size=8", "dsrl.hidden_dims=[16]",
         "dsrl.eval_episodes=0", "dsrl.save_interval=2", "dsrl.log_interval=2",
         "dsrl.buffer_size=500", "dsrl.critic_obs_keys=[full_state]"]
