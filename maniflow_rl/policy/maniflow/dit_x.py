@@ -76,7 +76,7 @@ class PrecomputedContext:
 
 
 class Attention(nn.Module):
-    """Multi-head attention; ``context=None`` gives self-attention."""
+    """Multi-head attention; without ``kv`` it is self-attention."""
 
     def __init__(self, dim: int, n_head: int, dropout: float):
         super().__init__()
@@ -86,11 +86,12 @@ class Attention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor,
                 kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Attend from ``x`` to ``context`` (``None``: to ``x``), or to precomputed ``kv``."""
+        """Attend from ``x`` to the keys/values ``kv`` of a context (:meth:`keys_values`), or
+        to ``x`` itself when ``kv`` is None (self-attention)."""
         q = self._heads(self.q(x))
-        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
+        k, v = kv if kv is not None else self.keys_values(x)
         k, v = repeat_rows(k, x.shape[0]), repeat_rows(v, x.shape[0])
         y = F.scaled_dot_product_attention(q, k, v,
                                            dropout_p=self.dropout if self.training else 0.0)
