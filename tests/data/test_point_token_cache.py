@@ -45,6 +45,16 @@ def test_batched_fps_matches_a_plain_loop():
         assert got[row].tolist() == _fps_reference(xyz[row].numpy(), 10)
 
 
+def test_batched_fps_matches_a_plain_loop_on_ties_and_duplicates():
+    """A lattice has many equally far candidates and repeated points: the first one wins."""
+    axis = torch.linspace(-1.0, 1.0, 8)
+    grid = torch.cartesian_prod(axis, axis, axis)                          # [512, 3]
+    clouds = torch.stack([grid, grid.flip(0), torch.cat([grid[:256], grid[:256]])])
+    got = farthest_point_indices(clouds, 64)
+    for row in range(3):
+        assert got[row].tolist() == _fps_reference(clouds[row].numpy(), 64)
+
+
 @pytest.mark.parametrize("sampling", ["fps", "stride"])
 def test_cut_frames_give_the_tokens_of_the_full_frames(sampling):
     policy = _fitted_policy(sampling)

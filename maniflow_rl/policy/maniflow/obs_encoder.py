@@ -76,18 +76,22 @@ def farthest_point_indices(xyz: torch.Tensor, num_samples: int) -> torch.Tensor:
 
     Starts at point 0; each iteration adds ``argmax_i min_j |p_i - p_j|^2`` over the chosen j.
     Loops over the ``num_samples`` picks only (vectorized over batch and points). Deterministic.
+    The cloud is held coordinate-major (``[M, 3, N]``) so that each pick's squared distance is
+    three contiguous row operations, ``dx^2 + dy^2 + dz^2``; this is ~3x faster on a CPU than
+    reducing the last axis of ``[M, N, 3]`` (the loop is bound by per-op overhead).
     """
     m, n, _ = xyz.shape
-    rows = torch.arange(m, device=xyz.device)
-    chosen = torch.empty(m, num_samples, dtype=torch.long, device=xyz.device)
+    coords = xyz.transpose(1, 2).contiguous()                         # [M, 3, N]
     min_dist = torch.full((m, n), float("inf"), device=xyz.device, dtype=xyz.dtype)
-    farthest = torch.zeros(m, dtype=torch.long, device=xyz.device)
-    for i in range(num_samples):
-        chosen[:, i] = farthest
-        center = xyz[rows, farthest].unsqueeze(1)
-        min_dist = torch.minimum(min_dist, (xyz - center).square().sum(-1))
-        farthest = min_dist.argmax(-1)
-    return chosen
+    farthest = torch.zeros(m, 1, dtype=torch.long, device=xyz.device)
+    picks = []
+    for _ in range(num_samples):
+        picks.append(farthest)
+        center = torch.gather(coords, 2, farthest.unsqueeze(1).expand(m, 3, 1))   # [M, 3, 1]
+        sq = (coords - center).square_()
+        torch.minimum(min_dist, sq[:, 0] + sq[:, 1] + sq[:, 2], out=min_dist)
+        farthest = min_dist.argmax(-1, keepdim=True)
+    return torch.cat(picks, 1)
 
 
 def stride_indices(num_points: int, num_samples: int, device: torch.device) -> torch.Tensor:
