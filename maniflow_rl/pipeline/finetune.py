@@ -8,6 +8,7 @@ and returns a ``ManiFlowPPOTrainer`` that resumes from ``<out>/latest.pt`` when 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from maniflow_rl.utils.distributed import dist_info_from_env, local_num_envs, ra
 from maniflow_rl.utils.seeding import seed_everything
 from maniflow_rl.utils.shape_meta import check_shape_meta_compatible
 from maniflow_rl.utils.checkpoint import (checkpoint_identity, load_checkpoint_file,
-                                         load_policy_weights)
+                                         load_policy_weights, write_atomic)
 
 log = logging.getLogger("maniflow_rl")
 
@@ -221,6 +222,35 @@ def build_ppo_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str 
     elif payload["kind"] == "ppo":
         trainer.load_checkpoint(checkpoint)
     return trainer
+
+
+REFERENCE_EVAL_FILE = "eval_reference.json"
+
+
+def evaluate_reference(trainer, out_dir: str | Path) -> dict[str, Any] | None:
+    """The starting policy (in ``maniflow-rl run``: the imitation checkpoint) on the
+    in-training evaluation's own envs, seeds and episode count, written once to
+    ``<out>/eval_reference.json`` before the first update.
+
+    The 20-episode evaluations during RL cover fewer layouts than the 50-episode baseline, so
+    they differ from it by sampling alone (sd ~11 points at 50 %); this is their like-for-like
+    reference. ``trainer.policy`` is the starting policy at env step 0 (PPO has not updated
+    it yet; DSRL never does, and ``policy.predict_action`` draws the noise from ``N(0, I)``).
+    Returns the stored result; ``None`` when the run has no evaluations, or resumed past
+    step 0 without one."""
+    path = Path(out_dir) / REFERENCE_EVAL_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    if trainer.global_step > 0 or trainer.config.eval_episodes <= 0:
+        return None
+    result = trainer.evaluate(policy=trainer.policy)
+    result = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+    result["global_step"] = 0
+    if getattr(getattr(trainer, "dist", None), "is_main", True):
+        write_atomic(path, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    log.info("starting policy on the RL evaluation's %d episodes: %.1f%% success",
+             result.get("num_episodes", 0), 100 * result.get("success_rate", 0.0))
+    return result
 
 
 def close_trainer_envs(trainer: ManiFlowPPOTrainer) -> None:

@@ -18,8 +18,10 @@ def load_history(metrics_path: Path) -> list[dict[str, float]]:
 
 
 def plot_learning_curve(history: list[dict[str, float]], baseline: float | None,
-                        path: Path) -> Path | None:
-    """Success rate (evaluation and training rollouts) and return vs env steps."""
+                        path: Path, reference: dict[str, Any] | None = None) -> Path | None:
+    """Success rate (evaluation and training rollouts) and return vs env steps; ``reference``
+    (``eval_reference.json``) puts the starting policy's score at env step 0 of the
+    evaluation curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,8 +39,10 @@ def plot_learning_curve(history: list[dict[str, float]], baseline: float | None,
     if steps:
         ax_success.plot(steps, values, alpha=0.6, label="training rollouts (stochastic)")
     steps, values = series("eval/success_rate")
+    if reference is not None:
+        steps, values = [0, *steps], [reference["success_rate"], *values]
     if steps:
-        ax_success.plot(steps, values, "o-", label="evaluation (deterministic)")
+        ax_success.plot(steps, values, "o-", label="evaluation (deterministic; step 0: start)")
     if baseline is not None:
         ax_success.axhline(baseline, color="k", ls="--", label=f"imitation baseline ({baseline:.0%})")
     ax_success.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02),
@@ -76,7 +80,10 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
     before = json.loads((run_dir / "eval_pretrain.json").read_text())
     after = json.loads((run_dir / "eval_finetune.json").read_text())
     history = load_history(run_dir / "finetune" / "metrics.jsonl")
-    curve = plot_learning_curve(history, before["success_rate"], run_dir / "learning_curve.png")
+    reference_file = run_dir / "finetune" / "eval_reference.json"
+    reference = json.loads(reference_file.read_text()) if reference_file.is_file() else None
+    curve = plot_learning_curve(history, before["success_rate"], run_dir / "learning_curve.png",
+                                reference)
     eval_points = [h["eval/success_rate"] for h in history if "eval/success_rate" in h]
     stage_rows = {name: {"wall_s": rec.get("wall_s", 0.0), "env_steps": rec.get("env_steps", 0)}
                   for name, rec in stages.items() if name != "report"}
@@ -92,6 +99,9 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
         "success_after_ci": [after["ci_low"], after["ci_high"]],
         "success_gain": after["success_rate"] - before["success_rate"],
         "min_eval_success_during_rl": min(eval_points) if eval_points else None,
+        "eval_success_during_rl": eval_points,
+        # the starting policy on the same evaluation episodes as eval_success_during_rl
+        "eval_reference_success": reference["success_rate"] if reference else None,
         "finetune_env_steps": stages.get("finetune", {}).get("env_steps", 0),
         "finetune_executed_env_steps": stages.get("finetune", {}).get("executed_env_steps"),
         "total_wall_s": sum(r["wall_s"] for r in stage_rows.values()),
@@ -128,6 +138,11 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
     if report["min_eval_success_during_rl"] is not None:
         lines.append(f"Lowest evaluated success during RL: "
                      f"{report['min_eval_success_during_rl']:.1%}.")
+    if report.get("eval_reference_success") is not None:
+        lines.append(f"The evaluations during RL: "
+                     f"{', '.join(f'{v:.0%}' for v in report['eval_success_during_rl'])}; the "
+                     f"starting policy on the same episodes and seeds: "
+                     f"{report['eval_reference_success']:.0%} (`finetune/eval_reference.json`).")
     executed = report.get("finetune_executed_env_steps")
     if executed is not None:
         lines.append(f"Fine-tuning env steps: {report['finetune_env_steps']:,} budgeted, "

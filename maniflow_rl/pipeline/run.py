@@ -227,11 +227,13 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = N
 
 
 def _stage_finetune(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
-    from maniflow_rl.pipeline.finetune import build_finetune_trainer, close_trainer_envs
+    from maniflow_rl.pipeline.finetune import (build_finetune_trainer, close_trainer_envs,
+                                               evaluate_reference)
 
     trainer = build_finetune_trainer(cfg.finetune_config(), pretrain_checkpoint(run_dir),
                                      run_dir / "finetune")
     try:
+        evaluate_reference(trainer, run_dir / "finetune")
         trainer.train(progress=progress)
         trainer.save_checkpoint()
     finally:

@@ -277,25 +277,27 @@ class ManiFlowPPOTrainer:
             self._logger = None
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
-        """Deterministic evaluation (no sampling noise). Uses ``eval_env_runner`` when given;
-        otherwise the training envs, whose episodes then restart at the next rollout.
+    def evaluate(self, num_episodes: int | None = None, policy=None) -> dict[str, Any]:
+        """Deterministic evaluation (no sampling noise) of the trained policy, or of ``policy``
+        on the same envs and seeds. Uses ``eval_env_runner`` when given; otherwise the training
+        envs, whose episodes then restart at the next rollout.
         Data-parallel: rank 0 evaluates, every rank returns its result."""
         if self.dist.enabled:
-            result = self._evaluate(num_episodes) if self.dist.is_main else None
+            result = self._evaluate(num_episodes, policy) if self.dist.is_main else None
             return dp.broadcast_object(result)
-        return self._evaluate(num_episodes)
+        return self._evaluate(num_episodes, policy)
 
-    def _evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
+    def _evaluate(self, num_episodes: int | None = None, policy=None) -> dict[str, Any]:
         num_episodes = num_episodes or self.config.eval_episodes
         runner = self.eval_env_runner or self.env_runner
-        self.policy.eval()
+        policy = self.policy if policy is None else policy
+        policy.eval()
         if self.eval_fn is not None:
-            result = self.eval_fn(self.policy, runner, num_episodes)
+            result = self.eval_fn(policy, runner, num_episodes)
         else:
             from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy
 
-            result = evaluate_policy(self.policy, runner, num_episodes,
+            result = evaluate_policy(policy, runner, num_episodes,
                                      seed=self.config.seed + EVAL_SEED_OFFSET, progress=False)
         if runner is self.env_runner:
             self.collector.reset()

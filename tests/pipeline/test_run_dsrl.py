@@ -29,6 +29,11 @@ def test_run_with_dsrl_writes_report_and_resumable_checkpoint(tmp_path):
     metrics = [json.loads(line) for line in
                (run_dir / "finetune" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/success_rate" in m for m in metrics)
+    # the imitation policy on the same evaluation episodes, before the first update
+    reference = json.loads((run_dir / "finetune" / "eval_reference.json").read_text())
+    assert reference["num_episodes"] == 1 and reference["global_step"] == 0
+    assert report["eval_reference_success"] == reference["success_rate"]
+    assert len(report["eval_success_during_rl"]) == sum("eval/success_rate" in m for m in metrics)
     assert any(m.get("replay/demos", 0) > 0 for m in metrics)   # NA pre-fills the run's demos
     assert any(m.get("train/gradient_steps", 0) > 0 for m in metrics)
     replay = np.load(run_dir / "finetune" / "replay.npz")

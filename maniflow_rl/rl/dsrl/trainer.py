@@ -358,17 +358,19 @@ class ManiFlowDSRLTrainer:
             self._logger = None
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
+    def evaluate(self, num_episodes: int | None = None, policy=None) -> dict[str, Any]:
         """Seeded evaluation of the steered policy (``eval_noise``: the actor's mean noise, or
-        draws from it) through the frozen policy."""
+        draws from it) through the frozen policy; ``policy`` evaluates another one on the same
+        envs and seeds (``policy=trainer.policy``: the imitation policy, noise ``N(0, I)``)."""
         num_episodes = num_episodes or self.config.eval_episodes
         runner = self.eval_env_runner or self.env_runner
+        policy = self.steered if policy is None else policy
         if self.eval_fn is not None:
-            result = self.eval_fn(self.steered, runner, num_episodes)
+            result = self.eval_fn(policy, runner, num_episodes)
         else:
             from maniflow_rl.evaluation.evaluate import EVAL_SEED_OFFSET, evaluate_policy
 
-            result = evaluate_policy(self.steered, runner, num_episodes,
+            result = evaluate_policy(policy, runner, num_episodes,
                                      seed=self.config.seed + EVAL_SEED_OFFSET, progress=False)
         if runner is self.env_runner:   # its episodes restart: drop pending n-step chains
             self.collector.reset()
