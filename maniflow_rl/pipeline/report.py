@@ -175,9 +175,12 @@ def results_table_row(report: dict[str, Any]) -> str:
 
     task = report["task"]
     low = report.get("min_eval_success_during_rl")
+    start = report.get("eval_reference_success")   # the same episodes before the first update
+    lowest = ("-" if low is None else f"{low:.0%}"
+              + ("" if start is None else f" (start {start:.0%})"))
     group = "robosuite" if is_robosuite_task(task) else task_difficulty(task).replace("_", " ")
     return (f"| {task.split('/')[-1]} | {group} | "
             f"{report.get('algorithm', 'ppo').upper()} | {report['demos']} | {pct(report['success_before'], report['success_before_ci'])} | "
             f"{pct(report['success_after'], report['success_after_ci'])} | "
-            f"{report['success_gain'] * 100:+.0f} | {'-' if low is None else f'{low:.0%}'} | "
+            f"{report['success_gain'] * 100:+.0f} | {lowest} | "
             f"{report['finetune_env_steps']:,} | {report['total_wall_s'] / 60:.0f} min |")

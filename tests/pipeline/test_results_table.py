@@ -18,6 +18,9 @@ def test_row_has_group_rates_gain_and_budget_in_header_order():
                      "70% [56%, 81%]", "+38", "25%", "153,600", "66 min"]
     cells = [c.strip() for c in results_table_row({**report, "algorithm": "dsrl"}).split("|")]
     assert cells[3] == "DSRL"
+    cells = [c.strip() for c in results_table_row({**report, "eval_reference_success": 0.45})
+             .strip("|").split("|")]
+    assert cells[7] == "25% (start 45%)"
 
 
 def test_row_without_evaluations_during_rl_shows_a_dash():
