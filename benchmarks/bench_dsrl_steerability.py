@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maniflow_rl.pipeline.steering_check import steering_authority
 from maniflow_rl.rl.dsrl import diagnostics
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "dsrl_steerability.json"
@@ -60,31 +61,6 @@ def load_frozen_policy(checkpoint: Path, inference_steps: int):
 
     payload = load_checkpoint_file(checkpoint, expected_kind="pretrain")
     return policy_from_checkpoint(payload, {"num_inference_steps": inference_steps}).eval()
-
-
-def steering_authority(policy, demos: Path, scales: list[float], num_states: int,
-                       noises: int, seed: int) -> dict:
-    from maniflow_rl.pipeline.finetune import demo_dataset_for
-    from maniflow_rl.rl.dsrl.demos import demo_chunk_transitions
-
-    transitions = list(demo_chunk_transitions(demo_dataset_for(policy, str(demos)),
-                                              policy.n_obs_steps, policy.n_action_steps))
-    picks = np.linspace(0, len(transitions) - 1, min(num_states, len(transitions))).astype(int)
-    obs = {k: torch.as_tensor(np.stack([transitions[i]["obs"][k] for i in picks]))
-           for k in transitions[0]["obs"]}
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    with torch.no_grad():
-        context, _ = policy.encode_obs(obs)
-        repeated = context.repeat_interleave(noises, 0)
-        for scale in scales:
-            noise = scale * torch.randn(len(repeated), policy.horizon, policy.action_dim,
-                                        generator=generator)
-            chunks = policy.normalizer.normalize(
-                "action", policy.actions_from_noise(repeated, noise)["action"])
-            spread = diagnostics.chunk_spread(chunks.reshape(len(picks), noises, -1).numpy())
-            out[str(scale)] = {k: round(v, 4) for k, v in spread.items()}
-    return {"states": int(len(picks)), "noises_per_state": noises, "by_noise_scale": out}
 
 
 def critic_ranking(run_dir: Path) -> dict:

@@ -82,6 +82,8 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
     history = load_history(run_dir / "finetune" / "metrics.jsonl")
     reference_file = run_dir / "finetune" / "eval_reference.json"
     reference = json.loads(reference_file.read_text()) if reference_file.is_file() else None
+    authority_file = run_dir / "finetune" / "steering_authority.json"
+    authority = json.loads(authority_file.read_text()) if authority_file.is_file() else None
     curve = plot_learning_curve(history, before["success_rate"], run_dir / "learning_curve.png",
                                 reference)
     eval_points = [h["eval/success_rate"] for h in history if "eval/success_rate" in h]
@@ -102,6 +104,7 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
         "eval_success_during_rl": eval_points,
         # the starting policy on the same evaluation episodes as eval_success_during_rl
         "eval_reference_success": reference["success_rate"] if reference else None,
+        "steering_authority": authority,          # DSRL: steering_check.py
         "finetune_env_steps": stages.get("finetune", {}).get("env_steps", 0),
         "finetune_executed_env_steps": stages.get("finetune", {}).get("executed_env_steps"),
         "total_wall_s": sum(r["wall_s"] for r in stage_rows.values()),
@@ -143,6 +146,13 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
                      f"{', '.join(f'{v:.0%}' for v in report['eval_success_during_rl'])}; the "
                      f"starting policy on the same episodes and seeds: "
                      f"{report['eval_reference_success']:.0%} (`finetune/eval_reference.json`).")
+    authority = report.get("steering_authority")
+    if authority:
+        lines.append(f"Steering authority of the frozen policy at N(0, I): its chunk moves "
+                     f"{authority['within']:.3f} across initial noises against "
+                     f"{authority['between']:.3f} across states (ratio {authority['ratio']:.3f}"
+                     + ("; low: DSRL has little to choose from" if authority["low"] else "")
+                     + ").")
     executed = report.get("finetune_executed_env_steps")
     if executed is not None:
         lines.append(f"Fine-tuning env steps: {report['finetune_env_steps']:,} budgeted, "

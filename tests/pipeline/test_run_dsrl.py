@@ -33,6 +33,11 @@ def test_run_with_dsrl_writes_report_and_resumable_checkpoint(tmp_path):
     reference = json.loads((run_dir / "finetune" / "eval_reference.json").read_text())
     assert reference["num_episodes"] == 1 and reference["global_step"] == 0
     assert report["eval_reference_success"] == reference["success_rate"]
+    # the frozen policy's steering authority on the run's demos, measured before DSRL starts
+    authority = report["steering_authority"]
+    assert authority["states"] > 1 and authority["between"] > 0
+    assert authority["ratio"] == pytest.approx(authority["within"] / authority["between"],
+                                               rel=0.01)
     assert len(report["eval_success_during_rl"]) == sum("eval/success_rate" in m for m in metrics)
     assert any(m.get("replay/demos", 0) > 0 for m in metrics)   # NA pre-fills the run's demos
     assert any(m.get("train/gradient_steps", 0) > 0 for m in metrics)

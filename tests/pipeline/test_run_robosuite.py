@@ -44,6 +44,8 @@ def test_run_on_robosuite_lift_with_the_specification_shape_meta(tmp_path, algor
         rows = [json.loads(line) for line in
                 (run_dir / "finetune" / "metrics.jsonl").read_text().splitlines()]
         assert rows and all(row["replay/demos"] > 0 for row in rows)
+        # the steering check read the demos' wrist images and coloured clouds too
+        assert report["steering_authority"]["states"] > 1
     obs = payload["shape_meta"]["obs"]
     assert obs == {"robot0_eye_in_hand_image": {"shape": [3, 84, 84], "type": "rgb"},
                    "point_cloud": {"shape": [128, 6], "type": "point_cloud"},
