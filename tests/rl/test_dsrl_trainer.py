@@ -3,6 +3,7 @@ actor's mean noise, pre-fills demos, and resumes exactly from its checkpoint + r
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -295,3 +296,13 @@ def test_residual_steering_learns_on_the_dummy_env(tmp_path):
 def test_residual_config_error():
     with pytest.raises(ValueError, match="residual_bound"):
         DSRLConfig(residual_bound=-0.1).validate()
+
+
+def test_every_evaluation_gets_a_metrics_row_even_off_the_log_interval(tmp_path):
+    # evaluations at vector steps 3 and 6, log rows every 10: the run ends at 7, before the
+    # next log row, and neither evaluation may be lost (the last one used to be)
+    trainer = _trainer(tmp_path, eval_interval=3, eval_episodes=2, log_interval=10)
+    trainer.train(num_vector_steps=7, progress=False)
+    rows = [json.loads(line) for line in
+            (tmp_path / "sac" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["vector_step"] for r in rows if "eval/success_rate" in r] == [3, 6]

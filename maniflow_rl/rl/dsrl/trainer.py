@@ -285,11 +285,12 @@ class ManiFlowDSRLTrainer:
         t_update = time.perf_counter() - t0 - t_collect
         self.vector_steps += 1
         self._account(t_collect, t_update, updates, sums)
-        if self.vector_steps % cfg.eval_interval == 0 and cfg.eval_episodes > 0:
+        evaluated = self.vector_steps % cfg.eval_interval == 0 and cfg.eval_episodes > 0
+        if evaluated:
             self._pending.update({f"eval/{k}": v for k, v in self.evaluate().items()
                                   if isinstance(v, (int, float))})
         metrics = None
-        if self.vector_steps % cfg.log_interval == 0:
+        if self.vector_steps % cfg.log_interval == 0 or evaluated:   # an evaluation's own row
             metrics = self._flush_metrics()
         if self.vector_steps % cfg.save_interval == 0:
             self.save_checkpoint()
