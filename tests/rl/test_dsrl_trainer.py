@@ -4,6 +4,7 @@ actor's mean noise, pre-fills demos, and resumes exactly from its checkpoint + r
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import torch
