@@ -51,9 +51,8 @@ def run_finetune(args) -> int:
 
 
 def _finetune(cfg, args) -> int:
-    from maniflow_rl.pipeline.finetune import (build_finetune_trainer, close_trainer_envs,
-                                               evaluate_reference)
-    from maniflow_rl.pipeline.steering_check import check_steering_authority
+    from maniflow_rl.pipeline.finetune import (before_first_update, build_finetune_trainer,
+                                               close_trainer_envs)
     from maniflow_rl.utils.checkpoint import load_checkpoint_file
     from maniflow_rl.utils.shape_meta import env_mismatch_warnings
 
@@ -67,9 +66,7 @@ def _finetune(cfg, args) -> int:
         log.warning(message)
     trainer = build_finetune_trainer(cfg, args.checkpoint, args.out)
     try:
-        if cfg.finetune.algorithm == "dsrl":
-            check_steering_authority(trainer.policy, args.demos, args.out)
-        evaluate_reference(trainer, args.out)
+        before_first_update(trainer, cfg.finetune.algorithm, args.demos, args.out)
         trainer.train(progress=not args.no_progress)
         main = current_info().is_main   # torchrun: rank 0 reports
         if main:

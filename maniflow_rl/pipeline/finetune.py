@@ -253,6 +253,16 @@ def evaluate_reference(trainer, out_dir: str | Path) -> dict[str, Any] | None:
     return result
 
 
+def before_first_update(trainer, algorithm: str, demos: str | None, out_dir: str | Path) -> None:
+    """What a fine-tune records before its first update (once; a resumed run reads the files):
+    DSRL's steering check on the demos (``steering_check.py``), then the reference evaluation."""
+    from maniflow_rl.pipeline.steering_check import check_steering_authority
+
+    if algorithm == "dsrl":
+        check_steering_authority(trainer.policy, demos, out_dir)
+    evaluate_reference(trainer, out_dir)
+
+
 def close_trainer_envs(trainer: ManiFlowPPOTrainer) -> None:
     for runner in (trainer.env_runner, trainer.eval_env_runner):
         if runner is not None and hasattr(runner, "close"):

@@ -227,17 +227,15 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = N
 
 
 def _stage_finetune(cfg: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
-    from maniflow_rl.pipeline.finetune import (build_finetune_trainer, close_trainer_envs,
-                                               evaluate_reference)
-    from maniflow_rl.pipeline.steering_check import check_steering_authority
+    from maniflow_rl.pipeline.finetune import (before_first_update, build_finetune_trainer,
+                                               close_trainer_envs)
 
     finetune_cfg = cfg.finetune_config()
     trainer = build_finetune_trainer(finetune_cfg, pretrain_checkpoint(run_dir),
                                      run_dir / "finetune")
     try:
-        if cfg.finetune.algorithm == "dsrl":
-            check_steering_authority(trainer.policy, finetune_cfg.demos, run_dir / "finetune")
-        evaluate_reference(trainer, run_dir / "finetune")
+        before_first_update(trainer, cfg.finetune.algorithm, finetune_cfg.demos,
+                            run_dir / "finetune")
         trainer.train(progress=progress)
         trainer.save_checkpoint()
     finally:

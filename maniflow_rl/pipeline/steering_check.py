@@ -6,7 +6,7 @@ executed chunk moves when only the noise changes (``within``), against how far i
 between states (``between``; ``maniflow_rl/rl/dsrl/diagnostics.py``, 1.), on the run's demo
 observations. What it has meant on our MetaWorld runs (docs/TUNING.md, README "Latent
 steering"): every DSRL gain of +10 points or more came from policies whose ratio
-``within / between`` at ``N(0, I)`` was 0.16 or more; policies at 0.03-0.043 (a flow policy
+``within / between`` at ``N(0, I)`` was 0.16 or more; policies at 0.03-0.042 (a flow policy
 that fits deterministic scripted demos closely maps all of ``N(0, I)`` to nearly one chunk)
 gained +8 at most. ``check_steering_authority`` writes ``<out>/steering_authority.json`` once
 and warns below ``LOW_AUTHORITY_RATIO``; it never stops the run.
