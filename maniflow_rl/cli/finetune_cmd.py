@@ -76,10 +76,22 @@ def _finetune(cfg, args) -> int:
             result = trainer.evaluate()
         if algorithm.eval_episodes > 0 and main:
             print(f"final success rate {result['success_rate']:.1%} "
-                  f"[{result['ci_low']:.1%}, {result['ci_high']:.1%}]")
+                  f"[{result['ci_low']:.1%}, {result['ci_high']:.1%}] (eval.rl_seed's layouts)")
+            _print_selection(cfg, args, trainer.global_step)
     finally:
         close_trainer_envs(trainer)
     return 0
+
+
+def _print_selection(cfg, args, final_step: int) -> None:
+    """The evaluated policy ``finetune.select`` keeps (``finetune/selection.json``)."""
+    from maniflow_rl.pipeline.finetune_selection import select_finetuned_checkpoint
+
+    selection = select_finetuned_checkpoint(args.out, cfg.finetune.algorithm, args.checkpoint,
+                                            final_step, cfg.finetune.select)
+    rate = selection["success_rate"]
+    print(f"kept (finetune.select={cfg.finetune.select}): {selection['checkpoint']}"
+          + ("" if rate is None else f", {rate:.1%} on the evaluations during RL"))
 
 
 def add_dummy_parser(subparsers) -> argparse.ArgumentParser:

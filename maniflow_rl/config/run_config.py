@@ -79,12 +79,17 @@ class RunConfig:
         if self.demos.seed in evaluation:
             raise ValueError(f"demos.seed={self.demos.seed} is an evaluation seed (eval.seed="
                              f"{self.eval.seed} + env index): the demos would be test layouts")
+        during_rl = {self.eval.rl_seed + i for i in envs}
+        if self.demos.seed in during_rl:
+            raise ValueError(f"demos.seed={self.demos.seed} is a seed of the evaluations during "
+                             f"RL (eval.rl_seed={self.eval.rl_seed} + env index)")
         if self.pretrain.select_every_steps:
             validation = {validation_seed(self.pretrain.seed) + i for i in envs}
-            clash = sorted(validation & (evaluation | {self.demos.seed}))
+            clash = sorted(validation & (evaluation | during_rl | {self.demos.seed}))
             if clash:
                 raise ValueError(f"pretrain validation seeds {sorted(validation)} overlap the "
-                                 f"evaluation seeds (eval.seed={self.eval.seed}) or demos.seed="
+                                 f"evaluation seeds (eval.seed={self.eval.seed}, eval.rl_seed="
+                                 f"{self.eval.rl_seed}) or demos.seed="
                                  f"{self.demos.seed} at {clash}: change eval.seed or "
                                  f"pretrain.seed")
 

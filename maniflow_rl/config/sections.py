@@ -19,6 +19,7 @@ from maniflow_rl.rl.ppo_config import PPOConfig
 from maniflow_rl.utils.threads import AUTO, SAME, ThreadPolicy
 
 FINETUNE_ALGORITHMS = ("ppo", "dsrl")
+FINETUNE_SELECTIONS = ("best", "last")
 POINT_CLOUD_SOURCES = ("camera", "geometry")
 ENV_BACKENDS = ("multiprocessing", "ray")
 
@@ -122,12 +123,23 @@ class EvalConfig:
     seed: int = 100_000  # eval seeds never overlap training seeds
     num_envs: int = 2
     video_episodes: int = 2
+    # the evaluations *during* fine-tuning (and their reference, the starting policy) run on
+    # their own layouts: the run selects its fine-tuned checkpoint on them (finetune.select),
+    # so the before/after evaluation on ``seed``'s layouts takes no part in the choice
+    rl_seed: int = 300_000
 
     def validate(self) -> "EvalConfig":
         require_int("eval", "episodes", self.episodes, 1)
         require_int("eval", "num_envs", self.num_envs, 1)
         require_int("eval", "video_episodes", self.video_episodes, 0)
         require_int("eval", "seed", self.seed, 0)
+        require_int("eval", "rl_seed", self.rl_seed, 0)
+        clash = sorted({self.seed + i for i in range(self.num_envs)}
+                       & {self.rl_seed + i for i in range(self.num_envs)})
+        if clash:
+            raise ValueError(f"eval.rl_seed={self.rl_seed} shares layouts with eval.seed="
+                             f"{self.seed} (env seeds {clash}): the checkpoint would be "
+                             f"selected on the episodes that then score it")
         return self
 
 
@@ -153,11 +165,18 @@ class FinetuneAlgorithmConfig:
     ``dsrl`` (the ``dsrl`` section: off-policy steering of the frozen policy's noise)."""
 
     algorithm: str = "ppo"
+    # which fine-tuned policy `maniflow-rl run` evaluates and reports: "best" = the highest
+    # success of the evaluations during RL (eval.rl_seed's layouts), the starting policy
+    # included; "last" = the final checkpoint (pipeline/finetune_selection.py)
+    select: str = "best"
 
     def validate(self) -> None:
         if self.algorithm not in FINETUNE_ALGORITHMS:
             raise ValueError(f"finetune.algorithm must be one of {FINETUNE_ALGORITHMS}, "
                              f"got {self.algorithm!r}")
+        if self.select not in FINETUNE_SELECTIONS:
+            raise ValueError(f"finetune.select must be one of {FINETUNE_SELECTIONS}, "
+                             f"got {self.select!r}")
 
 
 @dataclass

@@ -48,11 +48,14 @@ def policy_from_checkpoint(payload: dict[str, Any], overrides: dict[str, Any] | 
 
 
 def make_metaworld_eval_fn(cfg: FinetuneConfig):
-    """Deterministic evaluation with fixed seeds on ``cfg.eval.num_envs`` envs."""
+    """The evaluations during fine-tuning: deterministic, on ``cfg.eval.num_envs`` envs with the
+    fixed seeds of ``eval.rl_seed`` (never the before/after evaluation's ``eval.seed``: the
+    run selects its checkpoint on these)."""
     from maniflow_rl.evaluation.evaluate import evaluate_policy
 
     def eval_fn(policy, runner, num_episodes):
-        return evaluate_policy(policy, runner, num_episodes, seed=cfg.eval.seed, progress=False)
+        return evaluate_policy(policy, runner, num_episodes, seed=cfg.eval.rl_seed,
+                               progress=False)
 
     return eval_fn
 
@@ -155,7 +158,7 @@ def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
             provided_name=f"env {cfg.env.task}",
             hint="set env.num_points / env options to match the pretraining data")
         eval_runner = MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs,
-                                         seed=cfg.eval.seed, num_workers=0, **env_kwargs) \
+                                         seed=cfg.eval.rl_seed, num_workers=0, **env_kwargs) \
             if with_eval else None
     except BaseException:
         runner.close()

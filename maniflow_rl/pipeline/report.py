@@ -18,10 +18,11 @@ def load_history(metrics_path: Path) -> list[dict[str, float]]:
 
 
 def plot_learning_curve(history: list[dict[str, float]], baseline: float | None,
-                        path: Path, reference: dict[str, Any] | None = None) -> Path | None:
+                        path: Path, reference: dict[str, Any] | None = None,
+                        selected: dict[str, Any] | None = None) -> Path | None:
     """Success rate (evaluation and training rollouts) and return vs env steps; ``reference``
     (``eval_reference.json``) puts the starting policy's score at env step 0 of the
-    evaluation curve."""
+    evaluation curve; ``selected`` (``finetune/selection.json``) marks the policy kept."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,6 +44,9 @@ def plot_learning_curve(history: list[dict[str, float]], baseline: float | None,
         steps, values = [0, *steps], [reference["success_rate"], *values]
     if steps:
         ax_success.plot(steps, values, "o-", label="evaluation (deterministic; step 0: start)")
+    if selected and selected.get("success_rate") is not None:
+        ax_success.plot([selected["global_step"]], [selected["success_rate"]], "*", ms=14,
+                        color="C3", label="kept (finetune.select)")
     if baseline is not None:
         ax_success.axhline(baseline, color="k", ls="--", label=f"imitation baseline ({baseline:.0%})")
     ax_success.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02),
@@ -79,13 +83,16 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
                  command: str, machine: str) -> dict[str, Any]:
     before = json.loads((run_dir / "eval_pretrain.json").read_text())
     after = json.loads((run_dir / "eval_finetune.json").read_text())
+    selection = after.get("selection")   # finetune_selection.py; absent in older runs
+    last_file = run_dir / "eval_finetune_last.json"
+    last = json.loads(last_file.read_text()) if last_file.is_file() else after
     history = load_history(run_dir / "finetune" / "metrics.jsonl")
     reference_file = run_dir / "finetune" / "eval_reference.json"
     reference = json.loads(reference_file.read_text()) if reference_file.is_file() else None
     authority_file = run_dir / "finetune" / "steering_authority.json"
     authority = json.loads(authority_file.read_text()) if authority_file.is_file() else None
     curve = plot_learning_curve(history, before["success_rate"], run_dir / "learning_curve.png",
-                                reference)
+                                reference, selection)
     eval_points = [h["eval/success_rate"] for h in history if "eval/success_rate" in h]
     stage_rows = {name: {"wall_s": rec.get("wall_s", 0.0), "env_steps": rec.get("env_steps", 0)}
                   for name, rec in stages.items() if name != "report"}
@@ -100,6 +107,10 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
         "success_after": after["success_rate"],
         "success_after_ci": [after["ci_low"], after["ci_high"]],
         "success_gain": after["success_rate"] - before["success_rate"],
+        # the policy kept (finetune.select) and the last checkpoint, on the same episodes
+        "selection": selection,
+        "success_after_last": last["success_rate"],
+        "success_after_last_ci": [last["ci_low"], last["ci_high"]],
         "min_eval_success_during_rl": min(eval_points) if eval_points else None,
         "eval_success_during_rl": eval_points,
         # the starting policy on the same evaluation episodes as eval_success_during_rl
@@ -116,11 +127,28 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
         "config": config,
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-    (run_dir / "report.md").write_text(_markdown(report, before, after))
+    (run_dir / "report.md").write_text(_markdown(report, before, after, last))
     return report
 
 
-def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> str:
+def _kept(report: dict[str, Any]) -> str:
+    """Which fine-tuned policy the run kept, in words (``finetune/selection.json``)."""
+    selection = report.get("selection")
+    if not selection:
+        return "the last checkpoint"
+    if selection["is_start"]:
+        return "the starting policy (no evaluation during RL beat it)"
+    where = f"env step {selection['global_step']:,}"
+    if selection.get("success_rate") is None:
+        return f"the last checkpoint ({where})"
+    return (f"the checkpoint of {where}"
+            + (", the last one" if selection["is_last"] else "")
+            + f": {selection['success_rate']:.0%} on the evaluations during RL, the highest")
+
+
+def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
+              last: dict[str, Any]) -> str:
+    kept_last = last is after
     lines = [
         f"# maniflow-rl run report: {report['task']}",
         "",
@@ -131,8 +159,13 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
         "|---|---|---|",
         f"| imitation (consistency flow, {report['demos']} demos) | {_fmt_eval(before)} | "
         f"{before['mean_length']:.1f} |",
-        f"| after {report.get('algorithm', 'ppo').upper()} fine-tuning | {_fmt_eval(after)} | "
-        f"{after['mean_length']:.1f} |",
+        f"| after {report.get('algorithm', 'ppo').upper()} fine-tuning (kept) | "
+        f"{_fmt_eval(after)} | {after['mean_length']:.1f} |",
+        *([] if kept_last else [f"| last checkpoint | {_fmt_eval(last)} | "
+                                f"{last['mean_length']:.1f} |"]),
+        "",
+        f"Kept: {_kept(report)} (`finetune.select`, `finetune/selection.json`; chosen on the "
+        "layouts of the evaluations during RL, never on the episodes of this table).",
         "",
         f"Gain: **{report['success_gain'] * 100:+.1f} points** on {report['eval_episodes']} "
         f"evaluation episodes (seeds from {report['eval_seed']}: the same layouts and noise "
@@ -189,8 +222,13 @@ def results_table_row(report: dict[str, Any]) -> str:
     lowest = ("-" if low is None else f"{low:.0%}"
               + ("" if start is None else f" (start {start:.0%})"))
     group = "robosuite" if is_robosuite_task(task) else task_difficulty(task).replace("_", " ")
+    selection, kept = report.get("selection") or {}, ""
+    if not selection.get("is_last", True):   # another policy than the last one was kept
+        which = "start kept" if selection["is_start"] else \
+            f"kept step {selection['global_step']:,}"
+        kept = f" ({which}; last {report['success_after_last']:.0%})"
     return (f"| {task.split('/')[-1]} | {group} | "
             f"{report.get('algorithm', 'ppo').upper()} | {report['demos']} | {pct(report['success_before'], report['success_before_ci'])} | "
-            f"{pct(report['success_after'], report['success_after_ci'])} | "
+            f"{pct(report['success_after'], report['success_after_ci'])}{kept} | "
             f"{report['success_gain'] * 100:+.0f} | {lowest} | "
             f"{report['finetune_env_steps']:,} | {report['total_wall_s'] / 60:.0f} min |")

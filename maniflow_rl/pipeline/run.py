@@ -8,8 +8,11 @@ Run directory::
     pretrain/checkpoints/latest.pt  pretrain/tb/ imitation training (resumes mid-stage);
     pretrain/checkpoints/best.pt     with pretrain.select_every_steps: the one evaluated/fine-tuned
     eval_pretrain.json                           imitation baseline (fixed eval seeds)
-    finetune/latest.pt  finetune/metrics.jsonl   PPO (resumes mid-stage)  finetune/tb/
-    eval_finetune.json  videos/                  fine-tuned policy (same seeds, same count)
+    finetune/latest.pt  finetune/metrics.jsonl   PPO or DSRL (resumes mid-stage)  finetune/tb/
+    finetune/selection.json                      the policy kept (finetune.select: best
+                                                 evaluation during RL, start included)
+    eval_finetune.json  videos/                  that policy (same seeds, same count)
+    eval_finetune_last.json                      the last checkpoint, when another one
     report.md  report.json  learning_curve.png   the run report
 
 A stage whose record in ``stages.json`` says ``done`` is skipped when the command is re-run.
@@ -101,9 +104,9 @@ def _run_stages(cfg: RunConfig, run_dir: Path, records: StageRecords, rank, comm
     stage_fns: dict[str, Callable[[], dict[str, Any]]] = {
         "demos": lambda: _stage_demos(cfg, run_dir, progress),
         "pretrain": lambda: _stage_pretrain(cfg, run_dir, progress),
-        "eval_pretrain": lambda: _stage_eval(cfg, run_dir, "pretrain", progress),
+        "eval_pretrain": lambda: _stage_eval(cfg, run_dir, "pretrain", progress, records),
         "finetune": lambda: _stage_finetune(cfg, run_dir, progress),
-        "eval_finetune": lambda: _stage_eval(cfg, run_dir, "finetune", progress),
+        "eval_finetune": lambda: _stage_eval(cfg, run_dir, "finetune", progress, records),
         "report": lambda: _stage_report(cfg, run_dir, records, command),
     }
     for stage in STAGES:
@@ -188,14 +191,36 @@ def pretrain_checkpoint(run_dir: Path) -> Path:
     return best if best.exists() else checkpoints / "latest.pt"
 
 
-def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool) -> dict[str, Any]:
-    checkpoint = pretrain_checkpoint(run_dir) if which == "pretrain" else \
-        run_dir / "finetune" / "latest.pt"
+def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool,
+                records: StageRecords) -> dict[str, Any]:
+    """``eval_pretrain``: the imitation checkpoint. ``eval_finetune``: the policy
+    ``finetune.select`` chose (``finetune_selection.py``), and beside it the last checkpoint
+    (``eval_finetune_last.json``) when that is another one."""
+    if which == "pretrain":
+        checkpoint, selection = pretrain_checkpoint(run_dir), None
+    else:
+        from maniflow_rl.pipeline.finetune_selection import select_finetuned_checkpoint
+
+        selection = select_finetuned_checkpoint(
+            run_dir / "finetune", cfg.finetune.algorithm, pretrain_checkpoint(run_dir),
+            records.records["finetune"]["env_steps"], cfg.finetune.select)
+        checkpoint = Path(selection["checkpoint"])
+        log.info("evaluating %s (finetune.select=%s: env step %s)", checkpoint,
+                 cfg.finetune.select, selection["global_step"])
     video = run_dir / "videos" / f"{which}.mp4" if cfg.eval.video_episodes > 0 else None
     result = {**evaluate_checkpoint(cfg, checkpoint, video, progress),
               "checkpoint": str(checkpoint.relative_to(run_dir))}
+    env_steps = int(result["num_env_steps"])
+    if selection is not None:
+        result["selection"] = {k: v for k, v in selection.items() if k != "candidates"}
+        last = run_dir / "finetune" / "latest.pt"
+        if not selection["is_last"]:
+            last_result = {**evaluate_checkpoint(cfg, last, None, progress),
+                           "checkpoint": str(last.relative_to(run_dir))}
+            (run_dir / "eval_finetune_last.json").write_text(json.dumps(last_result, indent=2))
+            env_steps += int(last_result["num_env_steps"])
     (run_dir / f"eval_{which}.json").write_text(json.dumps(result, indent=2))
-    return {"env_steps": int(result["num_env_steps"]), "success_rate": result["success_rate"]}
+    return {"env_steps": env_steps, "success_rate": result["success_rate"]}
 
 
 def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = None,

@@ -8,7 +8,8 @@ One iteration (one "rollout" in the seed's wording)::
     batch, stats = collector.collect(num_steps_per_rollout)   # RolloutBatch [T, N]
     batch = advantage_calculator.calculate(batch)        # fills advantages / returns / mask
     metrics = ppo_update(policy, optimizer, batch, config)
-    lr_scheduler.step(); log every log_interval; eval every eval_interval; save every save_interval
+    lr_scheduler.step(); log every log_interval; eval every eval_interval; save every
+    save_interval and after every evaluation (an evaluated policy can be selected)
 
 The rollout and the update run inside ``utils/threads.phase`` (torch threads of the installed
 ``runtime`` policy; nothing without one).
@@ -222,11 +223,14 @@ class ManiFlowPPOTrainer:
             metrics["perf/rollout_sps"] = env_steps / max(metrics["perf/rollout_seconds"], 1e-9)
         self.executed_env_steps += int(metrics.get("rollout/executed_env_steps", env_steps))
         metrics["executed_env_steps"] = self.executed_env_steps
-        if self.iteration % cfg.eval_interval == 0 and cfg.eval_episodes > 0:
+        evaluated = self.iteration % cfg.eval_interval == 0 and cfg.eval_episodes > 0
+        if evaluated:
             metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()
                             if isinstance(v, (int, float))})
         self._record(metrics)
-        if self.iteration % cfg.save_interval == 0 or self.iteration == self.num_iterations:
+        # an evaluated policy is always kept: `maniflow-rl run` may select it (finetune.select)
+        if self.iteration % cfg.save_interval == 0 or self.iteration == self.num_iterations \
+                or evaluated:
             self.save_checkpoint()
         return metrics
 

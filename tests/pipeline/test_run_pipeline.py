@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-
+from pathlib import Path
 
 from maniflow_rl.cli.main import main as cli_main
 
@@ -48,6 +48,18 @@ def test_run_pipeline_tiny_budget_writes_complete_report(tmp_path):
     assert (run_dir / "learning_curve.png").stat().st_size > 1000
     assert (run_dir / report["video"]).stat().st_size > 0
     assert (run_dir / "finetune" / "latest.pt").is_file()
+    # the policy kept: the best of the start and the evaluations during RL (finetune.select)
+    selection = json.loads((run_dir / "finetune" / "selection.json").read_text())
+    candidates = selection["candidates"]
+    assert len(candidates) == 1 + len(report["eval_success_during_rl"])
+    assert selection["success_rate"] == max(c["success_rate"] for c in candidates)
+    after = json.loads((run_dir / "eval_finetune.json").read_text())
+    assert run_dir / after["checkpoint"] == Path(selection["checkpoint"])
+    last = run_dir / "eval_finetune_last.json"
+    assert last.is_file() != selection["is_last"]
+    expected_last = json.loads(last.read_text()) if last.is_file() else after
+    assert report["success_after_last"] == expected_last["success_rate"]
+    assert "Kept:" in markdown
 
 
 def test_rerun_after_stop_reuses_finished_stages(tmp_path):

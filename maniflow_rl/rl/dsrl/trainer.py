@@ -292,7 +292,7 @@ class ManiFlowDSRLTrainer:
         metrics = None
         if self.vector_steps % cfg.log_interval == 0 or evaluated:   # an evaluation's own row
             metrics = self._flush_metrics()
-        if self.vector_steps % cfg.save_interval == 0:
+        if self.vector_steps % cfg.save_interval == 0 or evaluated:   # evaluated: selectable
             self.save_checkpoint()
         return metrics
 

@@ -1,0 +1,98 @@
+"""Which fine-tuned policy a run keeps: the best evaluation during RL, the start included.
+
+RL can leave a policy worse than it found it (a run's evaluations during fine-tuning often go
+up and down by 10-30 points). The evaluations during RL run every ``eval_interval`` on their
+own layouts (``eval.rl_seed``; ``finetune/eval_reference.json`` scores the starting policy on
+the same episodes before the first update), and every evaluated policy is checkpointed. With
+``finetune.select=best`` the run keeps the candidate with the highest success among::
+
+    step 0            the starting policy (its reference evaluation)
+    step s_1 < ...    every evaluated checkpoint (``checkpoint_<iteration>.pt`` for PPO,
+                      ``dsrl_<vector step>.pt`` for DSRL)
+
+a tie going to the later, longer-trained one (as the imitation's ``best.pt``,
+``train/checkpoint_selection.py``). The before/after evaluation then scores the selected
+policy on ``eval.seed``'s layouts, which took no part in the choice; the last checkpoint is
+scored on the same episodes beside it, so a report shows both. If the starting policy wins,
+fine-tuning found nothing better on the evaluation layouts during RL and the run reports
+the imitation policy. ``finetune.select=last`` keeps the final checkpoint.
+
+The choice is written to ``finetune/selection.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from maniflow_rl.train.checkpoint_selection import is_new_best
+
+SELECTION_FILE = "selection.json"
+
+
+def best_candidate(candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate with the highest ``success_rate``, the later one on a tie (candidates in
+    training order)."""
+    if not candidates:
+        raise ValueError("no candidate to select from")
+    best = None
+    for candidate in candidates:
+        if is_new_best(candidate["success_rate"], None if best is None
+                       else best["success_rate"]):
+            best = candidate
+    return best
+
+
+def evaluated_checkpoint(finetune_dir: Path, row: dict[str, Any], algorithm: str) -> Path:
+    """The checkpoint the trainer wrote at the step of a metrics row (PPO: after the
+    iteration's update, DSRL: after the vector step's)."""
+    if algorithm == "dsrl":
+        return finetune_dir / f"dsrl_{int(row['vector_step'])}.pt"
+    return finetune_dir / f"checkpoint_{int(row['iteration'])}.pt"
+
+
+def selection_candidates(finetune_dir: Path, algorithm: str, start_checkpoint: Path
+                         ) -> list[dict[str, Any]]:
+    """The starting policy (when its reference evaluation exists) and every evaluation during
+    RL whose checkpoint is on disk, in training order."""
+    from maniflow_rl.pipeline.finetune import REFERENCE_EVAL_FILE
+    from maniflow_rl.pipeline.report import load_history
+
+    candidates = []
+    reference = finetune_dir / REFERENCE_EVAL_FILE
+    if reference.is_file():
+        candidates.append({"global_step": 0, "checkpoint": str(start_checkpoint),
+                           "success_rate": json.loads(reference.read_text())["success_rate"]})
+    for row in load_history(finetune_dir / "metrics.jsonl"):
+        if "eval/success_rate" not in row:
+            continue
+        path = evaluated_checkpoint(finetune_dir, row, algorithm)
+        if path.is_file():
+            candidates.append({"global_step": int(row["global_step"]), "checkpoint": str(path),
+                               "success_rate": float(row["eval/success_rate"])})
+    return candidates
+
+
+def select_finetuned_checkpoint(finetune_dir: str | Path, algorithm: str,
+                                start_checkpoint: str | Path, final_step: int,
+                                mode: str = "best") -> dict[str, Any]:
+    """Choose the policy the run reports (module docstring); ``final_step``: the env step
+    ``latest.pt`` holds. Writes and returns ``finetune/selection.json``: ``{mode, checkpoint,
+    global_step, success_rate (during RL; None for "last"), is_start, is_last, candidates}``."""
+    if mode not in ("best", "last"):
+        raise ValueError(f"finetune.select must be 'best' or 'last', got {mode!r}")
+    finetune_dir = Path(finetune_dir)
+    candidates = selection_candidates(finetune_dir, algorithm, Path(start_checkpoint)) \
+        if mode == "best" else []
+    if candidates:
+        chosen = best_candidate(candidates)
+    else:   # "last", or nothing was evaluated during RL
+        chosen = {"global_step": int(final_step), "checkpoint": str(finetune_dir / "latest.pt"),
+                  "success_rate": None}
+    is_start = chosen["checkpoint"] == str(start_checkpoint)
+    selection = {"mode": mode, **chosen, "is_start": is_start,
+                 "is_last": not is_start and chosen["global_step"] == int(final_step),
+                 "candidates": candidates}
+    (finetune_dir / SELECTION_FILE).write_text(json.dumps(selection, indent=2))
+    return selection
