@@ -68,6 +68,7 @@ def _finetune(cfg, args) -> int:
     try:
         before_first_update(trainer, cfg.finetune.algorithm, args.demos, args.out)
         trainer.train(progress=not args.no_progress)
+        trainer.save_checkpoint()   # latest.pt holds the final step (DSRL saves by interval)
         main = current_info().is_main   # torchrun: rank 0 reports
         if main:
             print(f"fine-tuned for {trainer.global_step} env steps; checkpoints in {args.out}")
@@ -88,7 +89,7 @@ def _print_selection(cfg, args, final_step: int) -> None:
     from maniflow_rl.pipeline.finetune_selection import select_finetuned_checkpoint
 
     selection = select_finetuned_checkpoint(args.out, cfg.finetune.algorithm, args.checkpoint,
-                                            final_step, cfg.finetune.select)
+                                            final_step, cfg.eval.rl_seed, cfg.finetune.select)
     rate = selection["success_rate"]
     print(f"kept (finetune.select={cfg.finetune.select}): {selection['checkpoint']}"
           + ("" if rate is None else f", {rate:.1%} on the evaluations during RL"))

@@ -54,8 +54,10 @@ def make_metaworld_eval_fn(cfg: FinetuneConfig):
     from maniflow_rl.evaluation.evaluate import evaluate_policy
 
     def eval_fn(policy, runner, num_episodes):
-        return evaluate_policy(policy, runner, num_episodes, seed=cfg.eval.rl_seed,
-                               progress=False)
+        result = evaluate_policy(policy, runner, num_episodes, seed=cfg.eval.rl_seed,
+                                 progress=False)
+        # recorded in every evaluation row and the reference: selection checks the layouts
+        return {**result, "layout_seed": cfg.eval.rl_seed}
 
     return eval_fn
 

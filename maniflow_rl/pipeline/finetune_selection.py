@@ -23,10 +23,13 @@ The choice is written to ``finetune/selection.json``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 from maniflow_rl.train.checkpoint_selection import is_new_best
+
+log = logging.getLogger("maniflow_rl")
 
 SELECTION_FILE = "selection.json"
 
@@ -52,39 +55,52 @@ def evaluated_checkpoint(finetune_dir: Path, row: dict[str, Any], algorithm: str
     return finetune_dir / f"checkpoint_{int(row['iteration'])}.pt"
 
 
-def selection_candidates(finetune_dir: Path, algorithm: str, start_checkpoint: Path
-                         ) -> list[dict[str, Any]]:
+def selection_candidates(finetune_dir: Path, algorithm: str, start_checkpoint: Path,
+                         layout_seed: int) -> list[dict[str, Any]]:
     """The starting policy (when its reference evaluation exists) and every evaluation during
-    RL whose checkpoint is on disk, in training order."""
+    RL whose checkpoint is on disk, in training order; only evaluations recorded on
+    ``layout_seed``'s layouts (``eval.rl_seed``): those of runs started before it existed
+    scored the final evaluation's own episodes and are never candidates."""
     from maniflow_rl.pipeline.finetune import REFERENCE_EVAL_FILE
     from maniflow_rl.pipeline.report import load_history
 
-    candidates = []
-    reference = finetune_dir / REFERENCE_EVAL_FILE
-    if reference.is_file():
-        candidates.append({"global_step": 0, "checkpoint": str(start_checkpoint),
-                           "success_rate": json.loads(reference.read_text())["success_rate"]})
+    candidates, foreign = [], 0
+    reference_file = finetune_dir / REFERENCE_EVAL_FILE
+    if reference_file.is_file():
+        reference = json.loads(reference_file.read_text())
+        if reference.get("layout_seed") == layout_seed:
+            candidates.append({"global_step": 0, "checkpoint": str(start_checkpoint),
+                               "success_rate": reference["success_rate"]})
+        else:
+            foreign += 1
     for row in load_history(finetune_dir / "metrics.jsonl"):
         if "eval/success_rate" not in row:
             continue
         path = evaluated_checkpoint(finetune_dir, row, algorithm)
-        if path.is_file():
+        if row.get("eval/layout_seed") != layout_seed:
+            foreign += 1
+        elif path.is_file():
             candidates.append({"global_step": int(row["global_step"]), "checkpoint": str(path),
                                "success_rate": float(row["eval/success_rate"])})
+    if foreign:
+        log.warning("%d evaluation(s) during RL in %s were not made on eval.rl_seed=%d's "
+                    "layouts (a run started before eval.rl_seed existed, or another rl_seed): "
+                    "not selection candidates", foreign, finetune_dir, layout_seed)
     return candidates
 
 
 def select_finetuned_checkpoint(finetune_dir: str | Path, algorithm: str,
                                 start_checkpoint: str | Path, final_step: int,
-                                mode: str = "best") -> dict[str, Any]:
+                                layout_seed: int, mode: str = "best") -> dict[str, Any]:
     """Choose the policy the run reports (module docstring); ``final_step``: the env step
-    ``latest.pt`` holds. Writes and returns ``finetune/selection.json``: ``{mode, checkpoint,
-    global_step, success_rate (during RL; None for "last"), is_start, is_last, candidates}``."""
+    ``latest.pt`` holds; ``layout_seed``: ``eval.rl_seed``. Writes and returns
+    ``finetune/selection.json``: ``{mode, checkpoint, global_step, success_rate (during RL;
+    None for "last" or without candidates), is_start, is_last, candidates}``."""
     if mode not in ("best", "last"):
         raise ValueError(f"finetune.select must be 'best' or 'last', got {mode!r}")
     finetune_dir = Path(finetune_dir)
-    candidates = selection_candidates(finetune_dir, algorithm, Path(start_checkpoint)) \
-        if mode == "best" else []
+    candidates = selection_candidates(finetune_dir, algorithm, Path(start_checkpoint),
+                                      layout_seed) if mode == "best" else []
     if candidates:
         chosen = best_candidate(candidates)
     else:   # "last", or nothing was evaluated during RL

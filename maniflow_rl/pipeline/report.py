@@ -85,7 +85,8 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
     after = json.loads((run_dir / "eval_finetune.json").read_text())
     selection = after.get("selection")   # finetune_selection.py; absent in older runs
     last_file = run_dir / "eval_finetune_last.json"
-    last = json.loads(last_file.read_text()) if last_file.is_file() else after
+    last = json.loads(last_file.read_text()) \
+        if selection and not selection["is_last"] and last_file.is_file() else after
     history = load_history(run_dir / "finetune" / "metrics.jsonl")
     reference_file = run_dir / "finetune" / "eval_reference.json"
     reference = json.loads(reference_file.read_text()) if reference_file.is_file() else None
@@ -137,7 +138,9 @@ def _kept(report: dict[str, Any]) -> str:
     if not selection:
         return "the last checkpoint"
     if selection["is_start"]:
-        return "the starting policy (no evaluation during RL beat it)"
+        alone = selection.get("num_candidates", 2) == 1
+        return "the starting policy (" + ("the only candidate" if alone else
+                                          "no evaluation during RL beat it") + ")"
     where = f"env step {selection['global_step']:,}"
     if selection.get("success_rate") is None:
         return f"the last checkpoint ({where})"

@@ -203,7 +203,7 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool,
 
         selection = select_finetuned_checkpoint(
             run_dir / "finetune", cfg.finetune.algorithm, pretrain_checkpoint(run_dir),
-            records.records["finetune"]["env_steps"], cfg.finetune.select)
+            records.records["finetune"]["env_steps"], cfg.eval.rl_seed, cfg.finetune.select)
         checkpoint = Path(selection["checkpoint"])
         log.info("evaluating %s (finetune.select=%s: env step %s)", checkpoint,
                  cfg.finetune.select, selection["global_step"])
@@ -212,12 +212,14 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool,
               "checkpoint": str(checkpoint.relative_to(run_dir))}
     env_steps = int(result["num_env_steps"])
     if selection is not None:
-        result["selection"] = {k: v for k, v in selection.items() if k != "candidates"}
-        last = run_dir / "finetune" / "latest.pt"
+        result["selection"] = {**{k: v for k, v in selection.items() if k != "candidates"},
+                               "num_candidates": len(selection["candidates"])}
+        last, last_file = run_dir / "finetune" / "latest.pt", run_dir / "eval_finetune_last.json"
+        last_file.unlink(missing_ok=True)   # an earlier pass's, if the selection changed
         if not selection["is_last"]:
             last_result = {**evaluate_checkpoint(cfg, last, None, progress),
                            "checkpoint": str(last.relative_to(run_dir))}
-            (run_dir / "eval_finetune_last.json").write_text(json.dumps(last_result, indent=2))
+            last_file.write_text(json.dumps(last_result, indent=2))
             env_steps += int(last_result["num_env_steps"])
     (run_dir / f"eval_{which}.json").write_text(json.dumps(result, indent=2))
     return {"env_steps": env_steps, "success_rate": result["success_rate"]}

@@ -223,7 +223,8 @@ class ManiFlowPPOTrainer:
             metrics["perf/rollout_sps"] = env_steps / max(metrics["perf/rollout_seconds"], 1e-9)
         self.executed_env_steps += int(metrics.get("rollout/executed_env_steps", env_steps))
         metrics["executed_env_steps"] = self.executed_env_steps
-        evaluated = self.iteration % cfg.eval_interval == 0 and cfg.eval_episodes > 0
+        evaluated = cfg.eval_episodes > 0 and (self.iteration % cfg.eval_interval == 0
+                                               or self.iteration == self.num_iterations)
         if evaluated:
             metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()
                             if isinstance(v, (int, float))})

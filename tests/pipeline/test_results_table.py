@@ -30,3 +30,22 @@ def test_row_without_evaluations_during_rl_shows_a_dash():
               "finetune_env_steps": 0, "total_wall_s": 59.0}
     cells = [c.strip() for c in results_table_row(report).strip("|").split("|")]
     assert cells[1] == "hard" and cells[6] == "-10" and cells[7] == "-" and cells[9] == "1 min"
+
+
+def test_after_rl_cell_names_the_kept_policy_when_it_is_not_the_last():
+    report = {"task": "metaworld/pick-place-v3", "demos": 10, "success_before": 0.44,
+              "success_before_ci": [0.31, 0.58], "success_after": 0.44,
+              "success_after_ci": [0.31, 0.58], "success_gain": 0.0,
+              "success_after_last": 0.36, "min_eval_success_during_rl": 0.3,
+              "finetune_env_steps": 100032, "total_wall_s": 1900.0}
+
+    def after_cell(selection):
+        row = results_table_row({**report, "selection": selection})
+        return [c.strip() for c in row.strip("|").split("|")][5]
+
+    start = {"is_start": True, "is_last": False, "global_step": 0, "success_rate": 0.4}
+    assert after_cell(start) == "44% [31%, 58%] (start kept; last 36%)"
+    middle = {"is_start": False, "is_last": False, "global_step": 64000, "success_rate": 0.5}
+    assert after_cell(middle) == "44% [31%, 58%] (kept step 64,000; last 36%)"
+    last = {"is_start": False, "is_last": True, "global_step": 100032, "success_rate": 0.5}
+    assert after_cell(last) == after_cell(None) == "44% [31%, 58%]"

@@ -242,11 +242,16 @@ class ManiFlowDSRLTrainer:
             self._pending["actor/mean_residual_abs"] = float(mean_latent[:, dw:].abs().mean())
         return {"env_steps": float(n * self.policy.n_action_steps)}
 
+    @property
+    def num_vector_steps(self) -> int:
+        """Vector steps of ``total_timesteps``: the run's last step (always evaluated)."""
+        return math.ceil(self.config.total_timesteps
+                         / (self.config.num_envs * self.policy.n_action_steps))
+
     # ------------------------------------------------------------------ training
     def train(self, num_vector_steps: int | None = None, progress: bool = True) -> list[dict]:
         """Collect and update until ``total_timesteps`` env steps (or ``num_vector_steps``)."""
-        per_step = self.config.num_envs * self.policy.n_action_steps
-        target = (math.ceil(self.config.total_timesteps / per_step) if num_vector_steps is None
+        target = (self.num_vector_steps if num_vector_steps is None
                   else self.vector_steps + num_vector_steps)
         self._open_logger()
         bar = tqdm(total=target, initial=self.vector_steps, desc="DSRL", unit="step",
@@ -285,7 +290,8 @@ class ManiFlowDSRLTrainer:
         t_update = time.perf_counter() - t0 - t_collect
         self.vector_steps += 1
         self._account(t_collect, t_update, updates, sums)
-        evaluated = self.vector_steps % cfg.eval_interval == 0 and cfg.eval_episodes > 0
+        evaluated = cfg.eval_episodes > 0 and (self.vector_steps % cfg.eval_interval == 0
+                                               or self.vector_steps == self.num_vector_steps)
         if evaluated:
             self._pending.update({f"eval/{k}": v for k, v in self.evaluate().items()
                                   if isinstance(v, (int, float))})
