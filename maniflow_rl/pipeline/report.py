@@ -162,14 +162,15 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
         "|---|---|---|",
         f"| imitation (consistency flow, {report['demos']} demos) | {_fmt_eval(before)} | "
         f"{before['mean_length']:.1f} |",
-        f"| after {report.get('algorithm', 'ppo').upper()} fine-tuning (kept) | "
+        f"| after {report.get('algorithm', 'ppo').upper()} fine-tuning"
+        f"{' (kept)' if report.get('selection') else ''} | "
         f"{_fmt_eval(after)} | {after['mean_length']:.1f} |",
         *([] if kept_last else [f"| last checkpoint | {_fmt_eval(last)} | "
                                 f"{last['mean_length']:.1f} |"]),
         "",
-        f"Kept: {_kept(report)} (`finetune.select`, `finetune/selection.json`; chosen on the "
-        "layouts of the evaluations during RL, never on the episodes of this table).",
-        "",
+        *([f"Kept: {_kept(report)} (`finetune.select`, `finetune/selection.json`; chosen on "
+           "the layouts of the evaluations during RL, never on the episodes of this table).",
+           ""] if report.get("selection") else []),
         f"Gain: **{report['success_gain'] * 100:+.1f} points** on {report['eval_episodes']} "
         f"evaluation episodes (seeds from {report['eval_seed']}: the same layouts and noise "
         "seeds before and after; the chain from the initial noise is deterministic).",
