@@ -202,7 +202,8 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
     if report["learning_curve"]:
         lines += ["", f"![learning curve]({report['learning_curve']})"]
     if report["video"]:
-        lines += ["", f"Video of the fine-tuned policy: [{report['video']}]({report['video']})"]
+        which = "kept" if report.get("selection") else "fine-tuned"
+        lines += ["", f"Video of the {which} policy: [{report['video']}]({report['video']})"]
     return "\n".join(lines) + "\n"
 
 
