@@ -8,8 +8,7 @@ One iteration (one "rollout" in the seed's wording)::
     batch, stats = collector.collect(num_steps_per_rollout)   # RolloutBatch [T, N]
     batch = advantage_calculator.calculate(batch)        # fills advantages / returns / mask
     metrics = ppo_update(policy, optimizer, batch, config)
-    lr_scheduler.step(); log every log_interval; eval every eval_interval; save every
-    save_interval and after every evaluation (an evaluated policy can be selected)
+    lr_scheduler.step(); log / eval / save every *_interval (and save after each evaluation)
 
 The rollout and the update run inside ``utils/threads.phase`` (torch threads of the installed
 ``runtime`` policy; nothing without one).

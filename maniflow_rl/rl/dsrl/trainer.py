@@ -78,8 +78,7 @@ class ManiFlowDSRLTrainer:
         self.steered = LatentSteeredPolicy(policy, cfg.hidden_dims, cfg.noise_bound,
                                            cfg.eval_noise, cfg.residual_bound
                                            ).to(self.device).eval()
-        self.actor = self.steered.actor
-        self.actor_dim = self.steered.feature_dim
+        self.actor, self.actor_dim = self.steered.actor, self.steered.feature_dim
         feat = self.actor_dim + self._privileged_dim()
         noise = self.steered.latent_dim   # the noise, then the residual (if any)
         chunk = policy.n_action_steps * policy.action_dim
@@ -309,18 +308,14 @@ class ManiFlowDSRLTrainer:
         self.consecutive_skipped = self.consecutive_skipped + 1 if skipped else 0
         if self.consecutive_skipped >= self.config.max_consecutive_skipped_updates:
             latest = self.save_dir / "latest.pt"
-            raise NonFiniteTrainingError(skipped_updates_message(
-                self.consecutive_skipped, self.vector_steps,
-                latest if latest.is_file() else None).replace(
-                "PPOConfig.max_consecutive", "DSRLConfig.max_consecutive"))
+            message = skipped_updates_message(self.consecutive_skipped, self.vector_steps,
+                                              latest if latest.is_file() else None)
+            raise NonFiniteTrainingError(message.replace("PPOConfig.", "DSRLConfig."))
 
     def _account(self, t_collect, t_update, updates, sums) -> None:
         """Accumulate timings and update diagnostics until the next log row."""
-        pending = self._pending
-        self._timing[0] += t_collect
-        self._timing[1] += t_update
-        self._timing[2] += updates
-        self._timing[3] += self.config.num_envs * self.policy.n_action_steps
+        pending, steps = self._pending, self.config.num_envs * self.policy.n_action_steps
+        self._timing = [a + b for a, b in zip(self._timing, (t_collect, t_update, updates, steps))]
         for key, value in sums.items():
             pending[f"train/{key}"] = pending.get(f"train/{key}", 0.0) + value
         pending["_updates"] = pending.get("_updates", 0) + updates
@@ -352,9 +347,8 @@ class ManiFlowDSRLTrainer:
         return metrics
 
     def _open_logger(self) -> None:
-        """Open TensorBoard at the current step: on a resume, rows and events logged after the
-        checkpoint are dropped (metrics.jsonl truncated, ``purge_step``), stale temp files of
-        interrupted saves removed."""
+        """Open TensorBoard at the current step: on a resume, rows and events after the checkpoint
+        are dropped (metrics.jsonl truncated, ``purge_step``), stale temp files removed."""
         if self._logger is None:
             self._logger = open_run_logger(self.save_dir, self.global_step, self.config.log_dir,
                                            self.config.to_dict())
