@@ -134,9 +134,9 @@ def write_report(run_dir: Path, stages: dict[str, dict[str, Any]], config: dict[
 
 def _kept(report: dict[str, Any]) -> str:
     """Which fine-tuned policy the run kept, in words (``finetune/selection.json``)."""
-    selection = report.get("selection")
-    if not selection:
-        return "the last checkpoint"
+    selection = report["selection"]
+    if selection["mode"] == "last":
+        return "the last checkpoint (`finetune.select=last`)"
     if selection["is_start"]:
         alone = selection.get("num_candidates", 2) == 1
         return "the starting policy (" + ("the only candidate" if alone else
@@ -144,9 +144,9 @@ def _kept(report: dict[str, Any]) -> str:
     where = f"env step {selection['global_step']:,}"
     if selection.get("success_rate") is None:
         return f"the last checkpoint ({where})"
-    return (f"the checkpoint of {where}"
-            + (", the last one" if selection["is_last"] else "")
-            + f": {selection['success_rate']:.0%} on the evaluations during RL, the highest")
+    return (f"the checkpoint of {where}" + (", the last one" if selection["is_last"] else "")
+            + f": {selection['success_rate']:.0%} on the evaluations during RL, the highest "
+            "(`finetune.select=best`)")
 
 
 def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
@@ -168,8 +168,8 @@ def _markdown(report: dict[str, Any], before: dict[str, Any], after: dict[str, A
         *([] if kept_last else [f"| last checkpoint | {_fmt_eval(last)} | "
                                 f"{last['mean_length']:.1f} |"]),
         "",
-        *([f"Kept: {_kept(report)} (`finetune.select`, `finetune/selection.json`; chosen on "
-           "the layouts of the evaluations during RL, never on the episodes of this table).",
+        *([f"Kept: {_kept(report)} (`finetune/selection.json`; chosen on the layouts of the "
+           "evaluations during RL, never on the episodes of this table).",
            ""] if report.get("selection") else []),
         f"Gain: **{report['success_gain'] * 100:+.1f} points** on {report['eval_episodes']} "
         f"evaluation episodes (seeds from {report['eval_seed']}: the same layouts and noise "

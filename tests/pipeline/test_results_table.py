@@ -49,3 +49,19 @@ def test_after_rl_cell_names_the_kept_policy_when_it_is_not_the_last():
     assert after_cell(middle) == "44% [31%, 58%] (kept step 64,000; last 36%)"
     last = {"is_start": False, "is_last": True, "global_step": 100032, "success_rate": 0.5}
     assert after_cell(last) == after_cell(None) == "44% [31%, 58%]"
+
+
+def test_report_says_which_policy_was_kept_and_why():
+    from maniflow_rl.pipeline.report import _kept
+
+    def kept(**selection):
+        return _kept({"selection": {"mode": "best", "is_start": False, "is_last": False,
+                                    "global_step": 64000, "success_rate": 0.5, **selection}})
+
+    assert kept(mode="last", success_rate=None) == \
+        "the last checkpoint (`finetune.select=last`)"
+    assert "no evaluation during RL beat it" in kept(is_start=True, num_candidates=8)
+    assert "the only candidate" in kept(is_start=True, num_candidates=1)
+    assert kept().startswith("the checkpoint of env step 64,000: 50%")
+    assert ", the last one" in kept(is_last=True)
+    assert kept(success_rate=None) == "the last checkpoint (env step 64,000)"
