@@ -27,24 +27,11 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from maniflow_rl.train.checkpoint_selection import is_new_best
+from maniflow_rl.train.checkpoint_selection import best_record
 
 log = logging.getLogger("maniflow_rl")
 
 SELECTION_FILE = "selection.json"
-
-
-def best_candidate(candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The candidate with the highest ``success_rate``, the later one on a tie (candidates in
-    training order)."""
-    if not candidates:
-        raise ValueError("no candidate to select from")
-    best = None
-    for candidate in candidates:
-        if is_new_best(candidate["success_rate"], None if best is None
-                       else best["success_rate"]):
-            best = candidate
-    return best
 
 
 def evaluated_checkpoint(finetune_dir: Path, row: dict[str, Any], algorithm: str) -> Path:
@@ -102,7 +89,7 @@ def select_finetuned_checkpoint(finetune_dir: str | Path, algorithm: str,
     candidates = selection_candidates(finetune_dir, algorithm, Path(start_checkpoint),
                                       layout_seed) if mode == "best" else []
     if candidates:
-        chosen = best_candidate(candidates)
+        chosen = best_record(candidates)   # the highest, the later on a tie
     else:   # "last", or nothing was evaluated during RL
         chosen = {"global_step": int(final_step), "checkpoint": str(finetune_dir / "latest.pt"),
                   "success_rate": None}

@@ -9,8 +9,7 @@ import json
 import pytest
 
 from maniflow_rl.config import EvalConfig, RunConfig
-from maniflow_rl.pipeline.finetune_selection import (SELECTION_FILE, best_candidate,
-                                                     select_finetuned_checkpoint)
+from maniflow_rl.pipeline.finetune_selection import SELECTION_FILE, select_finetuned_checkpoint
 
 
 SEED = 300_000   # eval.rl_seed
@@ -38,15 +37,6 @@ def _write_run(folder, reference, evals, missing=(), algorithm="ppo", seeds=None
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "latest.pt").write_bytes(b"x")
     return folder
-
-
-def test_best_candidate_takes_the_highest_and_the_later_on_a_tie():
-    candidates = [{"global_step": s, "success_rate": r}
-                  for s, r in [(0, 0.5), (1, 0.7), (2, 0.4), (3, 0.7), (4, 0.65)]]
-    assert best_candidate(candidates)["global_step"] == 3
-    assert best_candidate(candidates[:1])["global_step"] == 0
-    with pytest.raises(ValueError):
-        best_candidate([])
 
 
 def test_the_start_is_kept_when_no_evaluation_during_rl_beats_it(tmp_path):
