@@ -27,6 +27,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from maniflow_rl.config.sections import FINETUNE_SELECTIONS
 from maniflow_rl.train.checkpoint_selection import best_record
 
 log = logging.getLogger("maniflow_rl")
@@ -83,8 +84,8 @@ def select_finetuned_checkpoint(finetune_dir: str | Path, algorithm: str,
     ``latest.pt`` holds; ``layout_seed``: ``eval.rl_seed``. Writes and returns
     ``finetune/selection.json``: ``{mode, checkpoint, global_step, success_rate (during RL;
     None for "last" or without candidates), is_start, is_last, candidates}``."""
-    if mode not in ("best", "last"):
-        raise ValueError(f"finetune.select must be 'best' or 'last', got {mode!r}")
+    if mode not in FINETUNE_SELECTIONS:
+        raise ValueError(f"finetune.select must be one of {FINETUNE_SELECTIONS}, got {mode!r}")
     finetune_dir = Path(finetune_dir)
     candidates = selection_candidates(finetune_dir, algorithm, Path(start_checkpoint),
                                       layout_seed) if mode == "best" else []
