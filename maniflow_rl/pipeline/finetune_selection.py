@@ -38,9 +38,11 @@ SELECTION_FILE = "selection.json"
 def evaluated_checkpoint(finetune_dir: Path, row: dict[str, Any], algorithm: str) -> Path:
     """The checkpoint the trainer wrote at the step of a metrics row (PPO: after the
     iteration's update, DSRL: after the vector step's)."""
+    from maniflow_rl.rl.checkpoint_names import dsrl_checkpoint_path, ppo_checkpoint_path
+
     if algorithm == "dsrl":
-        return finetune_dir / f"dsrl_{int(row['vector_step'])}.pt"
-    return finetune_dir / f"checkpoint_{int(row['iteration'])}.pt"
+        return dsrl_checkpoint_path(finetune_dir, row["vector_step"])
+    return ppo_checkpoint_path(finetune_dir, row["iteration"])
 
 
 def selection_candidates(finetune_dir: Path, algorithm: str, start_checkpoint: Path,

@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
+from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT, ppo_checkpoint_path
 from maniflow_rl.rl.demo_regularizer import DemoRegularizer
 from maniflow_rl.rl.ppo_config import PPOConfig, as_config
 from maniflow_rl.rl.ppo_helpers import (  # noqa: F401  (re-exported: public names)
@@ -51,12 +52,8 @@ from maniflow_rl.rl.rollout_collector import (CollectorConfig, ManiFlowRolloutCo
                                               group_layout_seeds)
 from maniflow_rl.utils import distributed as dp
 from maniflow_rl.utils import threads
-from maniflow_rl.utils.checkpoint import (
-    assert_finite_state,
-    load_checkpoint_file,
-    load_policy_weights,
-    save_checkpoint_atomic,
-)
+from maniflow_rl.utils.checkpoint import (assert_finite_state, load_checkpoint_file,
+                                          load_policy_weights, save_checkpoint_atomic)
 from maniflow_rl.utils.logger import MetricLogger
 from maniflow_rl.utils.run_files import METRICS_FILE, append_metrics_row, open_run_logger
 from maniflow_rl.utils.seeding import (get_rng_state, reseed_env_runner_for_resume,
@@ -333,7 +330,7 @@ class ManiFlowPPOTrainer:
         return {"rng": get_rng_state(), "trainer_generator": self._generator.get_state()}
 
     def _last_checkpoint(self) -> Path | None:
-        latest = self.save_dir / "latest.pt"
+        latest = self.save_dir / LATEST_CHECKPOINT
         return latest if latest.is_file() else None
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
@@ -348,12 +345,12 @@ class ManiFlowPPOTrainer:
         assert_finite_state(self.optimizer.state_dict()["state"], where + "the optimizer state")
         payload = self.checkpoint_payload()
         target = Path(path) if path is not None else \
-            self.save_dir / f"checkpoint_{self.iteration}.pt"
+            ppo_checkpoint_path(self.save_dir, self.iteration)
         if not self.dist.is_main:
             return target
         save_checkpoint_atomic(payload, target)
         if path is None:
-            save_checkpoint_atomic(payload, self.save_dir / "latest.pt")
+            save_checkpoint_atomic(payload, self.save_dir / LATEST_CHECKPOINT)
         return target
 
     def load_checkpoint(self, path: str | Path, resume: bool = True) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT, dsrl_checkpoint_path
 from maniflow_rl.utils.checkpoint import (assert_finite_state, load_checkpoint_file,
                                           save_checkpoint_atomic)
 from maniflow_rl.utils.seeding import (get_rng_state, reseed_env_runner_for_resume,
@@ -49,8 +50,8 @@ def save_dsrl_checkpoint(trainer, path: str | Path | None = None) -> Path:
     }
     if path is not None:
         return save_checkpoint_atomic(payload, path)
-    target = save_checkpoint_atomic(payload, directory / f"dsrl_{trainer.vector_steps}.pt")
-    save_checkpoint_atomic(payload, directory / "latest.pt")
+    target = save_checkpoint_atomic(payload, dsrl_checkpoint_path(directory, trainer.vector_steps))
+    save_checkpoint_atomic(payload, directory / LATEST_CHECKPOINT)
     return target
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT
 from maniflow_rl.rl.dsrl.checkpointing import load_dsrl_checkpoint, save_dsrl_checkpoint
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.dsrl.demos import prefill_demo_transitions
@@ -307,7 +308,7 @@ class ManiFlowDSRLTrainer:
         self.skipped_updates += int(skipped)
         self.consecutive_skipped = self.consecutive_skipped + 1 if skipped else 0
         if self.consecutive_skipped >= self.config.max_consecutive_skipped_updates:
-            latest = self.save_dir / "latest.pt"
+            latest = self.save_dir / LATEST_CHECKPOINT
             message = skipped_updates_message(self.consecutive_skipped, self.vector_steps,
                                               latest if latest.is_file() else None)
             raise NonFiniteTrainingError(message.replace("PPOConfig.", "DSRLConfig."))
