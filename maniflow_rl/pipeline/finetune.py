@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from maniflow_rl.config import FINETUNE_POLICY_KEYS, FinetuneConfig  # noqa: F401
+from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT
 from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
 from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.distributed import dist_info_from_env, local_num_envs, rank_seed
@@ -191,7 +192,7 @@ def build_dsrl_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str
     trainer = ManiFlowDSRLTrainer(policy, runner, dsrl, eval_env_runner=eval_runner,
                                   eval_fn=make_metaworld_eval_fn(cfg), demo_dataset=demos,
                                   demo_reward_type=cfg.env.reward_type)
-    latest = out_dir / "latest.pt"
+    latest = out_dir / LATEST_CHECKPOINT
     if latest.is_file():
         log.info("resuming DSRL from %s", latest)
         trainer.load_checkpoint(latest)
@@ -220,7 +221,7 @@ def build_ppo_trainer(cfg: FinetuneConfig, checkpoint: str | Path, out_dir: str 
                                  eval_env_runner=eval_runner, eval_fn=make_metaworld_eval_fn(cfg),
                                  demo_dataset=demo_dataset, demo_teacher=teacher,
                                  imitation_checkpoint=imitation)
-    latest = out_dir / "latest.pt"
+    latest = out_dir / LATEST_CHECKPOINT
     if latest.is_file():
         log.info("resuming fine-tuning from %s", latest)
         trainer.load_checkpoint(latest)

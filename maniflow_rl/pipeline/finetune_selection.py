@@ -94,7 +94,10 @@ def select_finetuned_checkpoint(finetune_dir: str | Path, algorithm: str,
     if candidates:
         chosen = best_record(candidates)   # the highest, the later on a tie
     else:   # "last", or nothing was evaluated during RL
-        chosen = {"global_step": int(final_step), "checkpoint": str(finetune_dir / "latest.pt"),
+        from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT
+
+        chosen = {"global_step": int(final_step),
+                  "checkpoint": str(finetune_dir / LATEST_CHECKPOINT),
                   "success_rate": None}
     is_start = chosen["checkpoint"] == str(start_checkpoint)
     selection = {"mode": mode, **chosen, "is_start": is_start,

@@ -200,6 +200,7 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool,
         checkpoint, selection = pretrain_checkpoint(run_dir), None
     else:
         from maniflow_rl.pipeline.finetune_selection import select_finetuned_checkpoint
+        from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT
 
         selection = select_finetuned_checkpoint(
             run_dir / "finetune", cfg.finetune.algorithm, pretrain_checkpoint(run_dir),
@@ -214,7 +215,8 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, which: str, progress: bool,
     if selection is not None:
         result["selection"] = {**{k: v for k, v in selection.items() if k != "candidates"},
                                "num_candidates": len(selection["candidates"])}
-        last, last_file = run_dir / "finetune" / "latest.pt", run_dir / "eval_finetune_last.json"
+        last = run_dir / "finetune" / LATEST_CHECKPOINT
+        last_file = run_dir / "eval_finetune_last.json"
         last_file.unlink(missing_ok=True)   # an earlier pass's, if the selection changed
         if not selection["is_last"]:
             last_result = {**evaluate_checkpoint(cfg, last, None, progress),
