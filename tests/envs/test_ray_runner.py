@@ -95,6 +95,20 @@ def test_ray_backend_matches_multiprocessing(local_ray):
             assert [r["torch_threads"] for r in runner.worker_thread_reports()] == [1, 1]
 
 
+def _kill_and_wait(ray, actor, timeout: float = 30.0) -> None:
+    """``ray.kill`` returns before the actor is dead: a call submitted right after can still
+    run on it. Wait until a call fails, so the runner's next request meets a dead worker."""
+    ray.kill(actor)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            ray.get(actor.shape_meta.remote(), timeout=timeout)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed Ray actor still answers")
+
+
 def test_dead_worker_is_restarted_and_its_episode_truncated(local_ray):
     from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv
 
@@ -102,7 +116,7 @@ def test_dead_worker_is_restarted_and_its_episode_truncated(local_ray):
     with _runner("ray") as runner:
         runner.reset()
         before = runner.step(actions)["obs"]
-        local_ray.kill(runner._ray.actors[1])
+        _kill_and_wait(local_ray, runner._ray.actors[1])
         out = runner.step(actions)
         assert out["truncated"].tolist() == [False, True] and out["dones"].tolist() == [False, True]
         assert out["rewards"][1] == 0 and runner._ray.restarts == 1
@@ -114,7 +128,7 @@ def test_dead_worker_is_restarted_and_its_episode_truncated(local_ray):
         after = runner.step(actions)   # the new worker keeps stepping its new episode
         assert not after["dones"][1] and runner._ray.restarts == 1
         last = after["obs"]
-        local_ray.kill(runner._ray.actors[0])   # dies during a chunk: truncated at its first
+        _kill_and_wait(local_ray, runner._ray.actors[0])   # dies before a chunk: truncated at its first
         chunk = runner.step_chunk(np.zeros((2, 3, 4), np.float32))   # sub-step, then held
         assert [c["truncated"][0] for c in chunk] == [True, False, False]
         assert runner._ray.restarts == 2   # env 1 lives on: its 3-step limit, then held
