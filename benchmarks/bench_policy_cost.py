@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
-from maniflow_rl.rl.ppo_helpers import policy_autocast
+from maniflow_rl.rl.ppo.helpers import policy_autocast
 
 SHAPE_META = {"obs": {"point_cloud": {"shape": [512, 3], "type": "point_cloud"},
                       "agent_pos": {"shape": [9], "type": "low_dim"}},

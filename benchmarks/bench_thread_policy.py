@@ -151,7 +151,7 @@ def child_split(args, save_path: str) -> dict:
 
     from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
     from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
-    from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
+    from maniflow_rl.rl.ppo.trainer import ManiFlowPPOTrainer
 
     cfg = default_run_config(args.num_envs, args.decisions, save_path)
     rows, trivial, trivial_chunks, replayed = [], [], [], []

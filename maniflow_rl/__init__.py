@@ -24,9 +24,9 @@ _EXPORTS = {
     "CollectorConfig": "maniflow_rl.rl.rollout_collector",
     "ManiFlowRolloutCollector": "maniflow_rl.rl.rollout_collector",
     "RolloutBatch": "maniflow_rl.rl.batch",
-    "PPOConfig": "maniflow_rl.rl.ppo_config",
-    "ManiFlowPPOTrainer": "maniflow_rl.rl.ppo_trainer",
-    "create_maniflow_ppo_trainer": "maniflow_rl.rl.factory",
+    "PPOConfig": "maniflow_rl.rl.ppo.config",
+    "ManiFlowPPOTrainer": "maniflow_rl.rl.ppo.trainer",
+    "create_maniflow_ppo_trainer": "maniflow_rl.rl.ppo.factory",
     "DSRLConfig": "maniflow_rl.rl.dsrl",
     "ManiFlowDSRLTrainer": "maniflow_rl.rl.dsrl",
 }

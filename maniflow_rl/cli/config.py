@@ -11,4 +11,4 @@ from maniflow_rl.config.sections import (FINETUNE_ALGORITHMS, EnvConfig,  # noqa
                                          EvalConfig, FinetuneAlgorithmConfig, FinetuneConfig)
 from maniflow_rl.rl.advantages import AdvantageConfig  # noqa: F401
 from maniflow_rl.rl.dsrl.config import DSRLConfig  # noqa: F401
-from maniflow_rl.rl.ppo_config import PPOConfig  # noqa: F401
+from maniflow_rl.rl.ppo.config import PPOConfig  # noqa: F401

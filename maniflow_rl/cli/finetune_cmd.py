@@ -125,7 +125,7 @@ def build_dummy_config(args) -> DummyConfig:
 
 
 def run_dummy(args) -> int:
-    from maniflow_rl.rl.factory import create_maniflow_ppo_trainer
+    from maniflow_rl.rl.ppo.factory import create_maniflow_ppo_trainer
 
     cfg = build_dummy_config(args)
     check_output_dir(cfg.ppo.save_path)

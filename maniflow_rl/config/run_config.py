@@ -13,7 +13,7 @@ from maniflow_rl.config.sections import (DemosStageConfig, EnvConfig, EvalConfig
                                          check_policy_keys, split_policy_obs)
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
-from maniflow_rl.rl.ppo_config import PPOConfig
+from maniflow_rl.rl.ppo.config import PPOConfig
 
 
 @dataclass

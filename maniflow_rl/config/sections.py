@@ -15,7 +15,7 @@ from maniflow_rl.envs.metaworld.tasks import REWARD_TYPES
 from maniflow_rl.envs.robosuite.tasks import ACTION_MODES, ROBOSUITE_POLICY_OBS, is_robosuite_task
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
-from maniflow_rl.rl.ppo_config import PPOConfig
+from maniflow_rl.rl.ppo.config import PPOConfig
 from maniflow_rl.utils.threads import AUTO, SAME, ThreadPolicy
 
 FINETUNE_ALGORITHMS = ("ppo", "dsrl")

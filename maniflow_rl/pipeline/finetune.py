@@ -15,7 +15,7 @@ from typing import Any
 
 from maniflow_rl.config import FINETUNE_POLICY_KEYS, FinetuneConfig  # noqa: F401
 from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT
-from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
+from maniflow_rl.rl.ppo.trainer import ManiFlowPPOTrainer
 from maniflow_rl.utils.device import resolve_device
 from maniflow_rl.utils.distributed import dist_info_from_env, local_num_envs, rank_seed
 from maniflow_rl.utils.seeding import seed_everything

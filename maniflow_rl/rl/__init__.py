@@ -3,12 +3,11 @@
 from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
 from maniflow_rl.rl.batch import RolloutBatch
 from maniflow_rl.rl.dsrl import DSRLConfig, ManiFlowDSRLTrainer
-from maniflow_rl.rl.factory import create_maniflow_ppo_trainer
-from maniflow_rl.rl.ppo_config import PPOConfig
-from maniflow_rl.rl.ppo_trainer import ManiFlowPPOTrainer
+from maniflow_rl.rl.ppo import ManiFlowPPOTrainer, PPOConfig, create_maniflow_ppo_trainer
 from maniflow_rl.rl.rollout_collector import CollectorConfig, ManiFlowRolloutCollector
 
 __all__ = [
-    "AdvantageConfig", "CollectorConfig", "DSRLConfig", "ManiFlowDSRLTrainer", "ManiFlowAdvantageCalculator", "ManiFlowPPOTrainer",
-    "ManiFlowRolloutCollector", "PPOConfig", "RolloutBatch", "create_maniflow_ppo_trainer",
+    "AdvantageConfig", "CollectorConfig", "DSRLConfig", "ManiFlowDSRLTrainer",
+    "ManiFlowAdvantageCalculator", "ManiFlowPPOTrainer", "ManiFlowRolloutCollector", "PPOConfig",
+    "RolloutBatch", "create_maniflow_ppo_trainer",
 ]

@@ -268,7 +268,7 @@ def broadcast_module_state(module: torch.nn.Module, src: int = 0) -> None:
 
 
 class GradientSync:
-    """The collectives of one data-parallel minibatch step (see ``rl/ppo_update.py``)."""
+    """The collectives of one data-parallel minibatch step (see ``rl/ppo/update.py``)."""
 
     def __init__(self, device: torch.device):
         self.device = device

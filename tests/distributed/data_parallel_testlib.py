@@ -57,8 +57,8 @@ def _rank_entry(rank: int, world_size: int, port: int, target, args) -> None:
 def train_ranks(rank: int, out: Path, iterations: int, resume: bool) -> None:
     """Train (or resume and continue) the tiny PPO; save what the test compares to
     ``out/rank<r>_<phase>.pt``. Rank 1 may not write checkpoints: its writes are counted."""
-    import maniflow_rl.rl.ppo_trainer as ppo_trainer
-    from maniflow_rl.rl.factory import create_maniflow_ppo_trainer
+    import maniflow_rl.rl.ppo.trainer as ppo_trainer
+    from maniflow_rl.rl.ppo.factory import create_maniflow_ppo_trainer
 
     writes = []
     real_save = ppo_trainer.save_checkpoint_atomic
@@ -97,9 +97,9 @@ def run_update(data: dict, batch, all_reduce=None, sync=None) -> dict:
     """The policy of ``data`` after advantages (GAE, normalised) and one ``ppo_update``."""
     from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
     from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
-    from maniflow_rl.rl.ppo_config import PPOConfig
-    from maniflow_rl.rl.ppo_helpers import make_optimizer, split_actor_critic_parameters
-    from maniflow_rl.rl.ppo_update import ppo_update
+    from maniflow_rl.rl.ppo.config import PPOConfig
+    from maniflow_rl.rl.ppo.helpers import make_optimizer, split_actor_critic_parameters
+    from maniflow_rl.rl.ppo.update import ppo_update
 
     policy = ManiFlowPointcloudRLPolicy(SHAPE_META, **TINY_POLICY)
     policy.load_state_dict(data["state"])

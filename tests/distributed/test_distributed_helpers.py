@@ -94,7 +94,7 @@ def test_single_process_collectives_are_identity():
 
 def test_trainer_fails_fast_when_envs_do_not_divide(monkeypatch):
     """Checked from torchrun's variables before joining the job: no rendezvous is attempted."""
-    from maniflow_rl.rl.factory import create_maniflow_ppo_trainer
+    from maniflow_rl.rl.ppo.factory import create_maniflow_ppo_trainer
 
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")

@@ -7,8 +7,8 @@ import torch
 
 from maniflow_rl.envs.dummy import ManiFlowDummyEnvRunner
 from maniflow_rl.policy import ManiFlowPointcloudRLPolicy
-from maniflow_rl.rl.ppo_config import PPOConfig
-from maniflow_rl.rl.ppo_helpers import policy_autocast
+from maniflow_rl.rl.ppo.config import PPOConfig
+from maniflow_rl.rl.ppo.helpers import policy_autocast
 
 SHAPE_META = {"obs": {"point_cloud": {"shape": [32, 3], "type": "point_cloud"},
                       "agent_pos": {"shape": [4]}}, "action": {"shape": [4]}}
@@ -42,7 +42,7 @@ def test_bf16_autocast_keeps_log_probs_float32(noise_method):
 
 
 def test_autocast_setting_is_checked_and_trains():
-    from maniflow_rl.rl.factory import create_maniflow_ppo_trainer
+    from maniflow_rl.rl.ppo.factory import create_maniflow_ppo_trainer
 
     with pytest.raises(ValueError, match="PPOConfig.autocast must be one of"):
         PPOConfig(autocast="fp8").validate()

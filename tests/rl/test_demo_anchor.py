@@ -12,7 +12,7 @@ import torch
 
 from maniflow_rl.policy.maniflow.consistency_flow import (consistency_flow_loss,
                                                           sampler_grid_consistency_loss)
-from maniflow_rl.rl.demo_regularizer import DemoRegularizer
+from maniflow_rl.rl.ppo.demo_regularizer import DemoRegularizer
 from maniflow_rl.utils.checkpoint import checkpoint_identity, load_checkpoint_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

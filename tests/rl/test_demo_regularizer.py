@@ -11,8 +11,8 @@ import torch
 
 from maniflow_rl import ManiFlowPointcloudRLPolicy, PPOConfig
 from maniflow_rl.data.dataset import PointCloudSequenceDataset
-from maniflow_rl.rl.demo_regularizer import DemoRegularizer
-from maniflow_rl.rl.ppo_update import ppo_update
+from maniflow_rl.rl.ppo.demo_regularizer import DemoRegularizer
+from maniflow_rl.rl.ppo.update import ppo_update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from pretrain_testlib import TINY_POLICY, write_synthetic_dataset  # noqa: E402

@@ -10,7 +10,7 @@ import torch
 
 from maniflow_rl import ManiFlowDummyEnvRunner, create_maniflow_ppo_trainer
 from maniflow_rl.rl.env_input_guard import NonFiniteEnvInputError
-from maniflow_rl.rl.ppo_helpers import NonFiniteTrainingError
+from maniflow_rl.rl.ppo.helpers import NonFiniteTrainingError
 from maniflow_rl.utils.checkpoint import NonFiniteStateError, load_checkpoint_file
 
 SHAPE_META = {"obs": {"point_cloud": {"shape": [64, 3], "type": "point_cloud"},
@@ -158,7 +158,7 @@ def test_nan_loss_skips_the_step_and_leaves_weights_and_optimizer_untouched(tmp_
     trainer.train_iteration()                     # a normal update: optimizer state exists
     weights, opt_state = _state(trainer.policy), _optimizer_tensors(trainer.optimizer)
     steps = {pid: st["step"].clone() for pid, st in trainer.optimizer.state_dict()["state"].items()}
-    import maniflow_rl.rl.ppo_update as ppo_update_module
+    import maniflow_rl.rl.ppo.update as ppo_update_module
     monkeypatch.setattr(ppo_update_module, "value_loss",
                         lambda values, *a, **k: values.sum() * float("nan"))
     metrics = trainer.train_iteration()
@@ -192,7 +192,7 @@ def test_consecutive_skipped_updates_stop_the_run_with_latest_intact(tmp_path, m
     trainer = _trainer(tmp_path, save_interval=1, max_consecutive_skipped_updates=6)
     trainer.train_iteration()
     latest = tmp_path / "ckpt" / "latest.pt"
-    import maniflow_rl.rl.ppo_update as ppo_update_module
+    import maniflow_rl.rl.ppo.update as ppo_update_module
     monkeypatch.setattr(ppo_update_module, "value_loss",
                         lambda values, *a, **k: values.sum() * float("nan"))
     trainer.train_iteration()                      # 4 skipped (< 6): weights still finite

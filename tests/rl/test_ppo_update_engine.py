@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maniflow_rl import PPOConfig, create_maniflow_ppo_trainer
-from maniflow_rl.rl.ppo_update import ppo_update
+from maniflow_rl.rl.ppo.update import ppo_update
 
 SMALL_SHAPE_META = {
     "obs": {"point_cloud": {"shape": [64, 3], "type": "point_cloud"},
@@ -117,7 +117,7 @@ def test_grad_norm_limits_must_be_positive():
 
 
 def test_denoising_step_diagnostics_by_hand():
-    from maniflow_rl.rl.ppo_trainer import denoising_step_diagnostics
+    from maniflow_rl.rl.ppo.trainer import denoising_step_diagnostics
 
     chains = torch.zeros(1, 2, 3, 4, 1)       # [T=1, N=2, K+1=3, H=4, Da=1]
     chains[0, 0, 1] = 1.0                      # chain 0: step 0 moves by 1, step 1 back by 1

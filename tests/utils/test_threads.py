@@ -130,7 +130,7 @@ def test_phases_follow_the_policy_and_recount(registry, sleeper, monkeypatch, ca
 
 def test_trainer_runs_rollout_and_update_in_their_phases(tmp_path, registry, monkeypatch):
     """The PPO trainer's rollout sees ``rollout_torch_threads``, its update ``torch_threads``."""
-    import maniflow_rl.rl.ppo_trainer as ppo_trainer
+    import maniflow_rl.rl.ppo.trainer as ppo_trainer
     from maniflow_rl import create_maniflow_ppo_trainer
 
     seen = {}

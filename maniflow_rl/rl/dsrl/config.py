@@ -1,6 +1,6 @@
 """Typed configuration of the off-policy latent-steering trainer (DSRL).
 
-Shared with :class:`~maniflow_rl.rl.ppo_config.PPOConfig` (same meaning): ``total_timesteps``
+Shared with :class:`~maniflow_rl.rl.ppo.config.PPOConfig` (same meaning): ``total_timesteps``
 (env steps), ``num_envs``, ``save_path``, ``save_interval`` / ``eval_interval`` /
 ``log_interval`` (here counted in **vector steps**, one chunk in every env), ``eval_episodes``,
 ``device``, ``seed``.

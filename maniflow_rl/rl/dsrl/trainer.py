@@ -42,8 +42,8 @@ from maniflow_rl.rl.dsrl.demos import prefill_demo_transitions
 from maniflow_rl.rl.dsrl.networks import CriticEnsemble
 from maniflow_rl.rl.dsrl.steered_policy import LatentSteeredPolicy
 from maniflow_rl.rl.dsrl.update import dsrl_gradient_step
-from maniflow_rl.rl.ppo_config import config_from_dict
-from maniflow_rl.rl.ppo_helpers import NonFiniteTrainingError, skipped_updates_message
+from maniflow_rl.rl.ppo.config import config_from_dict
+from maniflow_rl.rl.ppo.helpers import NonFiniteTrainingError, skipped_updates_message
 from maniflow_rl.rl.replay import ChunkReplayBuffer, NStepAccumulator
 from maniflow_rl.rl.rollout_collector import ManiFlowRolloutCollector
 from maniflow_rl.utils.run_files import append_metrics_row, open_run_logger

@@ -41,13 +41,13 @@ from tqdm.auto import tqdm
 
 from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
 from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT, ppo_checkpoint_path
-from maniflow_rl.rl.demo_regularizer import DemoRegularizer
-from maniflow_rl.rl.ppo_config import PPOConfig, as_config
-from maniflow_rl.rl.ppo_helpers import (  # noqa: F401  (re-exported: public names)
+from maniflow_rl.rl.ppo.demo_regularizer import DemoRegularizer
+from maniflow_rl.rl.ppo.config import PPOConfig, as_config
+from maniflow_rl.rl.ppo.helpers import (  # noqa: F401  (re-exported: public names)
     CONSOLE_KEYS, CRITIC_NAME_MARKERS, NonFiniteTrainingError, check_env_count, check_grpo_setup,
     denoising_step_diagnostics, lr_multiplier, make_optimizer, policy_autocast, rank_state_of,
     rollout_metrics, skipped_updates_message, split_actor_critic_parameters)
-from maniflow_rl.rl.ppo_update import consecutive_skipped_updates, ppo_update
+from maniflow_rl.rl.ppo.update import consecutive_skipped_updates, ppo_update
 from maniflow_rl.rl.rollout_collector import (CollectorConfig, ManiFlowRolloutCollector,
                                               group_layout_seeds)
 from maniflow_rl.utils import distributed as dp
@@ -74,7 +74,7 @@ class ManiFlowPPOTrainer:
                  demo_teacher: torch.nn.Module | None = None,
                  imitation_checkpoint: dict[str, str] | None = None):
         """``demo_dataset`` (windows ``{'obs', 'action'}`` as in pretraining) is required when
-        ``config.bc_coef > 0``: see :mod:`maniflow_rl.rl.demo_regularizer`. Its teacher is
+        ``config.bc_coef > 0``: see :mod:`maniflow_rl.rl.ppo.demo_regularizer`. Its teacher is
         ``demo_teacher`` (the imitation policy), by default a copy of ``policy`` as given.
         ``imitation_checkpoint`` (``checkpoint_identity`` of the imitation checkpoint) is stored
         in every checkpoint, so a continued run can anchor to the same imitation policy."""

@@ -36,7 +36,7 @@ from maniflow_rl.rl.losses import (
     ppo_policy_loss,
     value_loss,
 )
-from maniflow_rl.rl.ppo_config import PPOConfig
+from maniflow_rl.rl.ppo.config import PPOConfig
 from maniflow_rl.utils.distributed import GradientSync, minibatch_chunks
 
 
@@ -52,7 +52,7 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: RolloutBatch, co
     clipped separately (``max_grad_norm``, ``critic_max_grad_norm``); by default the optimizer
     groups named ``actor`` / ``critic`` (anything unnamed counts as actor).
     ``bc_loss_fn`` (optional): the demo imitation loss, added as ``config.bc_coef * bc_loss_fn()``
-    to every actor minibatch (see :mod:`maniflow_rl.rl.demo_regularizer`).
+    to every actor minibatch (see :mod:`maniflow_rl.rl.ppo.demo_regularizer`).
     ``sync`` (data-parallel, ``utils/distributed.py``): every rank holds its own ``batch``; each
     epoch splits it into ``ceil(all ranks' samples / batch_size)`` minibatches (the same count
     on every rank), and each step uses the sample-weighted mean of the ranks' gradients and
