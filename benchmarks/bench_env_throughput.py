@@ -96,7 +96,7 @@ def bench_runner(task: str, steps: int, num_envs: int, workers: int, size: int,
     """Total env steps/s of a ``MetaWorldEnvRunner`` (``runner_kwargs``: e.g. ``backend``,
     ``point_cloud_source``), timed after the workers are up and one step is done; ``chunk >
     1``: ``step_chunk`` with chunks of that many sub-steps (one request per chunk)."""
-    from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner
+    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
 
     with MetaWorldEnvRunner(task, num_envs=num_envs, seed=0, num_workers=workers,
                             camera_size=size, num_points=num_points,

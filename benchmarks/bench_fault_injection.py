@@ -13,7 +13,7 @@ Injected faults, each *survived without loss* when nothing that was saved is dam
   full disk        a run whose checkpoint write hits a full file system (1 MB tmpfs; root
                    only): one error line naming the file, the previous latest.pt intact
   env worker kill  a MetaWorld env worker of `maniflow-rl finetune` killed mid-rollout: one
-                   error line "MetaWorld worker k died", the checkpoint intact, the re-run resumes
+                   error line "env worker k died", the checkpoint intact, the re-run resumes
   NaN reward       a NaN reward from one env: with nonfinite_policy=error the run stops with a
                    clear error and a finite checkpoint; with drop it finishes with finite weights
 
@@ -291,7 +291,7 @@ def bench_worker_kill(work: Path) -> dict:
     after = checkpoint_state(out / "latest.pt")
     return {"fault": "env worker kill -9 mid-rollout", "worker_killed": bool(workers),
             "clean_error": clean_rejection(result, "finetune")
-            and "MetaWorld worker" in lines[-1] and "died" in lines[-1],
+            and "env worker" in lines[-1] and "died" in lines[-1],
             "error": lines[-1] if lines else stderr[-300:],
             "survived": bool(workers) and state["ok"] and state["exists"] and rerun["rc"] == 0
             and after.get("iteration", -1) > state["iteration"],

@@ -69,7 +69,7 @@ def main() -> None:
                         help="sub-steps per request (1: step(), > 1: step_chunk())")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
-    from maniflow_rl.envs.metaworld.ray_workers import connect
+    from maniflow_rl.envs.vector.ray_workers import connect
 
     ray = connect(None, max(args.workers))   # local instance, up before any timing
     variants = {variant_name(backend, k, c): (backend, k, c) for c in args.chunks

@@ -22,7 +22,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "robosuite_experts.json"
 
 
 def expert_success(task: str, episodes: int, seed: int, action_mode: str) -> dict:
-    from maniflow_rl.envs.metaworld.vector_runner import derive_episode_seed
+    from maniflow_rl.envs.vector.runner import derive_episode_seed
     from maniflow_rl.envs.robosuite.env import RobosuitePointCloudEnv
 
     env = RobosuitePointCloudEnv(task, action_mode=action_mode, num_points=16, camera_size=16,

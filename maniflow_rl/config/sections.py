@@ -62,7 +62,7 @@ def require_choice(section: str, name: str, value: Any, choices: tuple) -> None:
 
 @dataclass
 class EnvConfig:
-    """Point-cloud environment settings (passed to ``MetaWorldEnvRunner``): MetaWorld's, or
+    """Point-cloud environment settings (passed to ``PointCloudEnvRunner``): MetaWorld's, or
     robosuite's for a ``robosuite/<task>`` (``num_points``, ``max_episode_steps``,
     ``reward_type`` and ``action_mode`` apply; the camera settings are the task's own)."""
 
@@ -89,7 +89,7 @@ class EnvConfig:
         return {"point_cloud_source": self.point_cloud_source, "camera": self.camera, **common}
 
     def runner_kwargs(self) -> dict[str, Any]:
-        """How ``MetaWorldEnvRunner`` hosts the envs (worker backend and Ray address)."""
+        """How ``PointCloudEnvRunner`` hosts the envs (worker backend and Ray address)."""
         return {"backend": self.backend, "ray_address": self.ray_address}
 
     def validate(self) -> "EnvConfig":

@@ -151,7 +151,7 @@ def generate_demos(task: str, num_episodes: int, out_path: str | os.PathLike, se
         RuntimeError: no attempt succeeded (nothing is written).
     """
     from maniflow_rl.envs.metaworld.tasks import registry_name
-    from maniflow_rl.envs.metaworld.vector_runner import derive_episode_seed
+    from maniflow_rl.envs.vector.runner import derive_episode_seed
     from maniflow_rl.envs.registry import default_max_episode_steps, make_point_cloud_env
     from maniflow_rl.envs.robosuite.tasks import is_robosuite_task
 

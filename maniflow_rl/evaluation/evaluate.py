@@ -225,12 +225,12 @@ def make_env_runner(task: str, num_envs: int = 1, seed: int = 0,
     (needs ``shape_meta``)."""
     benchmark, _, name = task.partition("/")
     if benchmark in ("metaworld", "robosuite") and name:
-        from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+        from maniflow_rl.envs.vector.runner import PointCloudEnvRunner
         from maniflow_rl.envs.metaworld.env import privileged_state_for
 
         if privileged_state_for(shape_meta):   # a policy that observes full_state
             env_kwargs = {**env_kwargs, "privileged_state": True}
-        return MetaWorldEnvRunner(task, num_envs=num_envs, seed=seed, **env_kwargs)
+        return PointCloudEnvRunner(task, num_envs=num_envs, seed=seed, **env_kwargs)
     if task == "dummy":
         from maniflow_rl.envs.dummy import ManiFlowDummyEnvRunner
 

@@ -144,14 +144,14 @@ def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
                        privileged_state: bool = False):
     """Training runner (checked against the policy's shape_meta; ``privileged_state`` adds
     ``full_state`` to its observations) and the evaluation runner."""
-    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+    from maniflow_rl.envs.vector.runner import PointCloudEnvRunner
     from maniflow_rl.envs.metaworld.env import privileged_state_for
 
     # a policy that observes full_state (policy.obs=state) needs it in both runners
     policy_reads_state = privileged_state_for(policy.shape_meta)
     env_kwargs = {**cfg.env.env_kwargs(), "privileged_state": policy_reads_state}
     train_kwargs = {**env_kwargs, "privileged_state": policy_reads_state or privileged_state}
-    runner = MetaWorldEnvRunner(cfg.env.task, num_envs=num_envs, seed=seed,
+    runner = PointCloudEnvRunner(cfg.env.task, num_envs=num_envs, seed=seed,
                                 num_workers=cfg.env.num_workers if num_workers is None
                                 else num_workers, group_size=group_size,
                                 **cfg.env.runner_kwargs(), **train_kwargs)
@@ -160,7 +160,7 @@ def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
             policy.shape_meta, runner.shape_meta, required_name="the policy",
             provided_name=f"env {cfg.env.task}",
             hint="set env.num_points / env options to match the pretraining data")
-        eval_runner = MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs,
+        eval_runner = PointCloudEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs,
                                          seed=cfg.eval.rl_seed, num_workers=0, **env_kwargs) \
             if with_eval else None
     except BaseException:

@@ -231,7 +231,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = N
                         progress: bool = False) -> dict[str, Any]:
     """The run's evaluation (``eval`` section: episodes, seeds, envs; ``finetune_policy``
     sampling) of an imitation, PPO or DSRL checkpoint; JSON-ready."""
-    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
+    from maniflow_rl.envs.vector.runner import PointCloudEnvRunner
     from maniflow_rl.envs.metaworld.env import privileged_state_for
     from maniflow_rl.evaluation.evaluate import evaluate_policy
     from maniflow_rl.pipeline.finetune import policy_from_checkpoint
@@ -245,7 +245,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = N
         policy = steered_policy_from_checkpoint(payload)
     else:
         policy = policy_from_checkpoint(payload, cfg.finetune_policy)
-    with MetaWorldEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
+    with PointCloudEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
                             num_workers=cfg.env.num_workers, **cfg.env.runner_kwargs(),
                             **cfg.env.env_kwargs(),
                             privileged_state=privileged_state_for(policy.shape_meta)) as runner:

@@ -5,7 +5,7 @@ machine spin against each other (two small fine-tunes at once ran 4.8x slower ea
 The policy:
 
 * **Worker processes run one thread**: MetaWorld env workers (training and evaluation runners,
-  ``envs/metaworld/vector_runner.py``), Ray env actors (``ray_workers.py``) and DataLoader
+  ``envs/vector/runner.py``), Ray env actors (``ray_workers.py``) and DataLoader
   workers (``worker_init_fn=limit_worker_threads``). They start with
   :func:`worker_thread_env` (``OMP_NUM_THREADS`` and the MKL / OpenBLAS / numexpr / vecLib
   variables = 1, whatever the parent's values) and call :func:`limit_worker_threads` first.

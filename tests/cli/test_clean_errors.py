@@ -88,15 +88,15 @@ def test_killed_env_worker_is_named(tmp_path):
     with MetaWorldEnvRunner("metaworld/reach-v3", num_envs=2, num_workers=2,
                             point_cloud_source="geometry", num_points=32) as runner:
         runner.reset()
-        victim = runner._procs[1]
+        victim = runner._workers.procs[1]
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(timeout=10)
-        with pytest.raises(RuntimeError, match=r"MetaWorld worker 1 died \(exit code -9\)"):
+        with pytest.raises(RuntimeError, match=r"env worker 1 died \(exit code -9\)"):
             runner.step(torch.zeros(2, 4).numpy())
 
 
 def test_worker_error_is_one_line(tmp_path):
-    from maniflow_rl.envs.metaworld.vector_runner import worker_error_line
+    from maniflow_rl.envs.vector.processes import worker_error_line
 
     trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
              "    boom()\nRenderingUnavailableError: MuJoCo could not create a context\n")
@@ -112,7 +112,7 @@ def test_invalid_mujoco_gl_in_a_worker_is_one_line(monkeypatch):
     with pytest.raises(RuntimeError) as info:
         MetaWorldEnvRunner("metaworld/reach-v3", num_envs=1, num_workers=1, num_points=32)
     message = str(info.value)
-    assert message.startswith("MetaWorld worker 0 failed: ") and "\n" not in message
+    assert message.startswith("env worker 0 failed: ") and "\n" not in message
     assert "no-such-backend" in message
 
 

@@ -59,7 +59,7 @@ def test_generate_demos_zarr_round_trip(tmp_path):
     assert np.all((potential >= 0) & (potential <= 1)) and np.ptp(potential) > 0
 
     # the first stored step is the first observation of attempt 0 (seed derived from 5)
-    from maniflow_rl.envs.metaworld.vector_runner import derive_episode_seed
+    from maniflow_rl.envs.vector.runner import derive_episode_seed
 
     env = MetaWorldPointCloudEnv("reach", **env_kwargs)
     obs, _ = env.reset(seed=derive_episode_seed(5, 0))

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 pytest.importorskip("metaworld")
 
 from maniflow_rl.envs.metaworld.env import MetaWorldPointCloudEnv  # noqa: E402
-from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner  # noqa: E402
+from maniflow_rl.envs.metaworld import MetaWorldEnvRunner  # noqa: E402
 
 GEO = dict(point_cloud_source="geometry", num_points=64)
 
@@ -156,7 +156,7 @@ def test_spawn_workers_match_in_process():
         masks = [None] * 4 + [np.array([True, False, True])]   # the last step holds env 1
         expected += [local.step(a, active=m) for a, m in zip(actions, masks)]
     runner = MetaWorldEnvRunner("reach", num_envs=3, seed=1, num_workers=2, **kwargs)
-    procs = list(runner._procs)
+    procs = list(runner._workers.procs)
     assert len(procs) == 2 and all(p.is_alive() for p in procs)
     got = [runner.reset()] + [runner.step(a, active=m) for a, m in zip(actions, masks)]
     np.testing.assert_array_equal(got[5]["obs"]["agent_pos"][1], got[4]["obs"]["agent_pos"][1])

@@ -12,7 +12,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from maniflow_rl.envs.metaworld.ray_workers import (address_host_port,  # noqa: E402
+from maniflow_rl.envs.vector.ray_workers import (address_host_port,  # noqa: E402
                                                     check_reachable, forwarded_env_vars)
 
 GEO = dict(point_cloud_source="geometry", num_points=64, max_episode_steps=3)
@@ -40,7 +40,7 @@ def test_unreachable_address_fails_fast():
 
 def test_ray_address_auto_without_cluster_fails_fast():
     pytest.importorskip("ray")
-    code = ("from maniflow_rl.envs.metaworld.ray_workers import connect\n"
+    code = ("from maniflow_rl.envs.vector.ray_workers import connect\n"
             "connect('auto', 1)")
     start = time.time()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -60,7 +60,7 @@ def local_ray():
 
 
 def _runner(backend, **kwargs):
-    from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner
+    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
 
     return MetaWorldEnvRunner("reach-v3", num_envs=2, seed=5, num_workers=2, backend=backend,
                               **GEO, **kwargs)
@@ -116,22 +116,22 @@ def test_dead_worker_is_restarted_and_its_episode_truncated(local_ray):
     with _runner("ray") as runner:
         runner.reset()
         before = runner.step(actions)["obs"]
-        _kill_and_wait(local_ray, runner._ray.actors[1])
+        _kill_and_wait(local_ray, runner._workers.actors[1])
         out = runner.step(actions)
         assert out["truncated"].tolist() == [False, True] and out["dones"].tolist() == [False, True]
-        assert out["rewards"][1] == 0 and runner._ray.restarts == 1
+        assert out["rewards"][1] == 0 and runner._workers.restarts == 1
         for key in before:   # the ended episode's last frame; env 1 is on its next layout
             np.testing.assert_array_equal(out["final_obs"][key][1], before[key][1])
         ref = MetaWorldPointCloudEnv("reach-v3", **GEO)
         ref_obs, _ = ref.reset(seed=int(runner.current_episode_seeds[1]))
         _assert_same({k: v[1] for k, v in out["obs"].items()}, ref_obs)
         after = runner.step(actions)   # the new worker keeps stepping its new episode
-        assert not after["dones"][1] and runner._ray.restarts == 1
+        assert not after["dones"][1] and runner._workers.restarts == 1
         last = after["obs"]
-        _kill_and_wait(local_ray, runner._ray.actors[0])   # dies before a chunk: truncated at its first
+        _kill_and_wait(local_ray, runner._workers.actors[0])   # dies before a chunk: truncated at its first
         chunk = runner.step_chunk(np.zeros((2, 3, 4), np.float32))   # sub-step, then held
         assert [c["truncated"][0] for c in chunk] == [True, False, False]
-        assert runner._ray.restarts == 2   # env 1 lives on: its 3-step limit, then held
+        assert runner._workers.restarts == 2   # env 1 lives on: its 3-step limit, then held
         assert [c["dones"][1] for c in chunk] == [False, True, False]
         for key in last:
             np.testing.assert_array_equal(chunk[0]["final_obs"][key][0], last[key][0])

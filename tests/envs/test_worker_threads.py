@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 pytest.importorskip("metaworld")
 
-from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner  # noqa: E402
+from maniflow_rl.envs.metaworld import MetaWorldEnvRunner  # noqa: E402
 
 GEO = dict(point_cloud_source="geometry", num_points=16, max_episode_steps=3)
 

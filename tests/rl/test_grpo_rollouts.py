@@ -149,7 +149,7 @@ def test_grpo_setup_errors_are_clear(tmp_path):
 
 def test_metaworld_groups_seeded_alike_start_on_the_same_layout():
     pytest.importorskip("metaworld")
-    from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner
+    from maniflow_rl.envs.metaworld import MetaWorldEnvRunner
 
     with MetaWorldEnvRunner("pick-place", num_envs=4, seed=0, num_workers=0,
                             point_cloud_source="geometry", num_points=64) as runner:

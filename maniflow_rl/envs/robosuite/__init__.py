@@ -2,8 +2,8 @@
 
 * ``RobosuitePointCloudEnv`` (env.py): one task, gymnasium API, fused camera point clouds,
   absolute 6-D or delta OSC actions, scripted experts (experts.py).
-* ``RobosuiteEnvRunner``: the env-runner interface over worker processes, the same runner as
-  MetaWorld's (``envs/metaworld/vector_runner.py``) with a ``robosuite/<task>`` name.
+* ``RobosuiteEnvRunner``: the env-runner interface over parallel workers, the simulators'
+  shared ``PointCloudEnvRunner`` (``envs/vector/``) with a ``robosuite/<task>`` name.
 * tasks.py: task names and per-task settings; rotation.py: quaternion / 6-D / axis-angle.
 
 Names are imported lazily, so ``tasks`` works without robosuite installed.
@@ -23,9 +23,9 @@ __all__ = ["TASKS", "is_robosuite_task", "resolve_robosuite_task", "RobosuiteEnv
 
 def __getattr__(name: str) -> Any:
     if name == "RobosuiteEnvRunner":
-        from maniflow_rl.envs.metaworld.vector_runner import MetaWorldEnvRunner
+        from maniflow_rl.envs.vector.runner import PointCloudEnvRunner
 
-        return MetaWorldEnvRunner
+        return PointCloudEnvRunner
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

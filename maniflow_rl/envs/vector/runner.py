@@ -1,14 +1,14 @@
-"""MetaWorldEnvRunner: many point-cloud envs (MetaWorld's, or robosuite's for a
+"""PointCloudEnvRunner: many point-cloud envs (MetaWorld's, or robosuite's for a
 ``robosuite/<task>``: ``envs/registry.py``) behind the env-runner interface
-(docs/ARCHITECTURE.md), stepped in parallel worker processes.
+(docs/ARCHITECTURE.md), stepped in parallel. Exported as ``MetaWorldEnvRunner`` (and
+``RobosuiteEnvRunner``) by the simulator packages.
 
-* Workers use the ``spawn`` start method (a fork after a GL context exists can hang) and create
-  their envs, hence their renderers, themselves. Each worker hosts a contiguous block of envs
-  and steps them sequentially; the parent talks to each worker over a ``multiprocessing.Pipe``
-  and sends all step commands before collecting any reply, so workers run concurrently.
-  ``num_workers=0`` keeps every env in the calling process (tests, debugging).
-  ``backend="ray"`` hosts the blocks in Ray actors instead (``ray_workers.py``: local or a
-  cluster via ``ray_address``; a dead worker is restarted, its episodes truncated).
+* Execution backends (this package's other modules, one interface): worker processes over
+  pipes (``processes.py``, the default), Ray actors (``backend="ray"``: ``ray_workers.py``,
+  local or a cluster via ``ray_address``; a dead worker is restarted, its episodes truncated),
+  or every env in this process (``num_workers=0``: ``in_process.py``; tests, debugging). Each
+  worker hosts a contiguous block of envs and steps them sequentially (``env_group.py``); a
+  command goes to every worker before any reply is collected, so workers run concurrently.
 * Auto-reset inside ``step``: an env whose episode ended (terminated or truncated) is reset at
   once; ``obs`` holds the new episode's first frame and ``final_obs`` the ended episode's last.
   ``step(actions, active=mask)`` holds the envs outside the mask (not stepped, not rendered).
@@ -16,8 +16,6 @@
   ``(seed, i // group_size, k)``; envs of one group (``group_size > 1``) get the same sequence
   of layouts (GRPO groups). ``reset(seed=...)`` / ``seed(...)`` restart the sequences at k = 0;
   a plain ``reset()`` continues them.
-* Workers exit when the runner is closed, when the parent exits (daemon processes), or when
-  the parent dies (their pipe reaches EOF).
 * Threads (``utils/threads.py``): every worker runs one thread (``OMP_NUM_THREADS`` and the
   other thread variables = 1, whatever the parent's values; torch, if a worker loads it, 1
   thread); ``worker_thread_reports()`` returns what each worker sees.
@@ -25,31 +23,18 @@
 
 from __future__ import annotations
 
-import logging
-import multiprocessing as mp
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from maniflow_rl.envs.base import check_active_mask
-from maniflow_rl.envs.metaworld.env_group import EnvGroup, worker_main
-from maniflow_rl.utils.threads import worker_environment
-
-log = logging.getLogger("maniflow_rl")
 
 RUNNER_BACKENDS = ("multiprocessing", "ray")
 
 
 def _concat(dicts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([d[key] for d in dicts]) for key in dicts[0]}
-
-
-def worker_error_line(formatted_traceback: str) -> str:
-    """The last line of a worker's traceback (``ExceptionType: message``): what the user needs;
-    the whole traceback goes to the debug log (``maniflow-rl -v``)."""
-    lines = [line.strip() for line in formatted_traceback.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
 
 
 def derive_episode_seed(env_base_seed: int, episode: int) -> int:
@@ -59,7 +44,7 @@ def derive_episode_seed(env_base_seed: int, episode: int) -> int:
     return int(np.random.SeedSequence([int(env_base_seed), int(episode)]).generate_state(1)[0])
 
 
-class MetaWorldEnvRunner:
+class PointCloudEnvRunner:
     """Vectorized point-cloud envs (env-runner interface, see the module docstring).
 
     Args:
@@ -94,26 +79,25 @@ class MetaWorldEnvRunner:
         if num_workers is None:
             num_workers = min(self.num_envs, os.cpu_count() or 1)
         self.num_workers = min(int(num_workers), self.num_envs)
+        if backend == "ray" and self.num_workers < 1:
+            raise ValueError("backend='ray' needs num_workers >= 1 (env.num_workers)")
         self._closed = False
-        self._procs: list[Any] = []
-        self._conns: list[Any] = []
-        self._local: EnvGroup | None = None
-        self._ray = None
         self.seed(seed)
+        self._blocks = (np.array_split(np.arange(self.num_envs), self.num_workers)
+                        if self.num_workers > 0 else [np.arange(self.num_envs)])
+        sizes = [len(b) for b in self._blocks]
         if backend == "ray":
-            from maniflow_rl.envs.metaworld.ray_workers import RayEnvWorkers
+            from maniflow_rl.envs.vector.ray_workers import RayEnvWorkers
 
-            if self.num_workers < 1:
-                raise ValueError("backend='ray' needs num_workers >= 1 (env.num_workers)")
-            self._blocks = np.array_split(np.arange(self.num_envs), self.num_workers)
-            self._ray = RayEnvWorkers(self.task, self.env_kwargs,
-                                      [len(b) for b in self._blocks], ray_address)
+            self._workers = RayEnvWorkers(self.task, self.env_kwargs, sizes, ray_address)
         elif self.num_workers <= 0:
-            self._blocks = [np.arange(self.num_envs)]
-            self._local = EnvGroup(self.task, self.env_kwargs, self.num_envs)
+            from maniflow_rl.envs.vector.in_process import InProcessEnvWorkers
+
+            self._workers = InProcessEnvWorkers(self.task, self.env_kwargs, sizes)
         else:
-            self._blocks = np.array_split(np.arange(self.num_envs), self.num_workers)
-            self._start_workers(start_method)
+            from maniflow_rl.envs.vector.processes import ProcessEnvWorkers
+
+            self._workers = ProcessEnvWorkers(self.task, self.env_kwargs, sizes, start_method)
         self._shape_meta = self._call_all("shape_meta", [()] * len(self._blocks))[0]
         self.action_dim = int(self._shape_meta["action"]["shape"][0])
 
@@ -220,24 +204,11 @@ class MetaWorldEnvRunner:
         if self._closed:
             return
         self._closed = True
-        if self._local is not None:
-            self._local.close()
-        if self._ray is not None:
-            self._ray.close()
-        for conn in self._conns:
-            try:
-                conn.send(("close", None))
-            except (OSError, BrokenPipeError):
-                pass
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=1)
-        for conn in self._conns:
-            conn.close()
+        workers = getattr(self, "_workers", None)   # absent when __init__ failed before it
+        if workers is not None:
+            workers.close()
 
-    def __enter__(self) -> "MetaWorldEnvRunner":
+    def __enter__(self) -> "PointCloudEnvRunner":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -256,66 +227,10 @@ class MetaWorldEnvRunner:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("MetaWorldEnvRunner is closed")
-
-    def _start_workers(self, start_method: str) -> None:
-        ctx = mp.get_context(start_method)
-        with worker_environment():   # one thread per worker (spawn copies os.environ)
-            for block in self._blocks:
-                parent_conn, child_conn = ctx.Pipe()
-                proc = ctx.Process(target=worker_main, daemon=True,
-                                   args=(child_conn, self.task, self.env_kwargs, len(block)))
-                proc.start()
-                child_conn.close()
-                self._procs.append(proc)
-                self._conns.append(parent_conn)
-        try:
-            for k in range(len(self._procs)):
-                self._receive(k)  # ready handshake (or the worker's construction error)
-        except BaseException:
-            self.close()
-            raise
-
-    def _receive(self, k: int) -> Any:
-        conn, proc = self._conns[k], self._procs[k]
-        try:
-            while not conn.poll(1.0):
-                if not proc.is_alive():
-                    raise self._worker_died(k)
-            status, payload = conn.recv()
-        except (EOFError, OSError) as exc:   # pipe closed / reset: the worker is gone
-            raise self._worker_died(k) from exc
-        if status == "error":
-            log.debug("MetaWorld worker %d traceback:\n%s", k, payload)
-            raise RuntimeError(f"MetaWorld worker {k} failed: {worker_error_line(payload)}")
-        return payload
-
-    def _worker_died(self, k: int) -> RuntimeError:
-        """The error for a worker process that exited (killed, crashed) mid-conversation."""
-        proc = self._procs[k]
-        proc.join(timeout=1.0)
-        return RuntimeError(f"MetaWorld worker {k} died (exit code {proc.exitcode}); its envs "
-                            f"are lost, restart the command to resume from the last checkpoint")
-
-    def _send(self, k: int, message: tuple) -> None:
-        try:
-            self._conns[k].send(message)
-        except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
-            raise self._worker_died(k) from exc
+            raise RuntimeError("the env runner is closed")
 
     def _call(self, k: int, command: str, args: tuple) -> Any:
-        if self._ray is not None:
-            return self._ray.call(k, command, args)
-        if self._local is not None:
-            return getattr(self._local, command)(*args)
-        self._send(k, (command, args))
-        return self._receive(k)
+        return self._workers.call(k, command, args)
 
     def _call_all(self, command: str, args: Sequence[tuple]) -> list[Any]:
-        if self._ray is not None:
-            return self._ray.call_all(command, args)
-        if self._local is not None:
-            return [getattr(self._local, command)(*args[0])]
-        for k, a in enumerate(args):
-            self._send(k, (command, a))
-        return [self._receive(k) for k in range(len(self._conns))]
+        return self._workers.call_all(command, args)

@@ -1,11 +1,11 @@
-"""Ray backend of ``MetaWorldEnvRunner`` (``env.backend=ray``): each block of envs lives in a
+"""Ray backend of ``PointCloudEnvRunner`` (``env.backend=ray``): each block of envs lives in a
 Ray actor, on this machine or anywhere in a Ray cluster (RLlib / TorchRL / RLinf style env
 runners), instead of a ``multiprocessing`` worker.
 
 * ``ray_address``: None starts (or reuses) a local Ray instance, ``auto`` joins the cluster
   started with ``ray start --head`` on this machine, ``host:port`` / ``ray://host:port`` a remote
   one. An address nobody answers on fails at once with a message (no minutes of retries).
-* The actors run the same ``_EnvGroup`` as the multiprocessing workers, so the same seeds give
+* The actors run the same ``EnvGroup`` (``env_group.py``) as the worker processes, so the same seeds give
   the same observations whichever backend steps them.
 * A worker that dies (its node is lost, it is killed, it crashes) is replaced by a new actor
   whose envs start their next episode: the step reports those envs' episodes as truncated
@@ -107,7 +107,7 @@ class RayEnvWorkers:
 
     def __init__(self, task: str, env_kwargs: dict[str, Any], block_sizes: Sequence[int],
                  address: str | None = None):
-        from maniflow_rl.envs.metaworld.env_group import WorkerEnvGroup
+        from maniflow_rl.envs.vector.env_group import WorkerEnvGroup
 
         self.ray = connect(address, len(block_sizes))
         self._actor_class = self.ray.remote(num_cpus=1, max_restarts=0)(WorkerEnvGroup)

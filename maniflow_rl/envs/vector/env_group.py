@@ -1,5 +1,5 @@
 """A block of point-cloud envs stepped one after the other: the body of a runner's worker
-process or Ray actor, or of the in-process runner (``MetaWorldEnvRunner``, ``num_workers=0``).
+process or Ray actor, or of the in-process backend (``PointCloudEnvRunner`` with ``num_workers=0``).
 
 ``step`` steps (or holds) every env once and auto-resets the ended ones; ``step_chunk`` runs
 a whole action chunk in one request with the collector's execute-and-hold rule (an env whose
