@@ -167,7 +167,7 @@ def test_privileged_critic_inputs_reach_the_critics_and_never_the_actor(tmp_path
 
 def test_non_finite_losses_skip_the_step_and_repeated_skips_stop_the_run(tmp_path, monkeypatch):
     from maniflow_rl.rl.dsrl import losses
-    from maniflow_rl.rl.ppo.helpers import NonFiniteTrainingError
+    from maniflow_rl.rl.nonfinite import NonFiniteTrainingError
 
     trainer = _trainer(tmp_path, "na", total_timesteps=400, warmup_steps=40,
                        max_consecutive_skipped_updates=3)

@@ -10,7 +10,7 @@ import torch
 
 from maniflow_rl import ManiFlowDummyEnvRunner, create_maniflow_ppo_trainer
 from maniflow_rl.rl.env_input_guard import NonFiniteEnvInputError
-from maniflow_rl.rl.ppo.helpers import NonFiniteTrainingError
+from maniflow_rl.rl.nonfinite import NonFiniteTrainingError
 from maniflow_rl.utils.checkpoint import NonFiniteStateError, load_checkpoint_file
 
 SHAPE_META = {"obs": {"point_cloud": {"shape": [64, 3], "type": "point_cloud"},

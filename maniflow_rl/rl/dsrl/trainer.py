@@ -42,12 +42,13 @@ from maniflow_rl.rl.dsrl.demos import prefill_demo_transitions
 from maniflow_rl.rl.dsrl.networks import CriticEnsemble
 from maniflow_rl.rl.dsrl.steered_policy import LatentSteeredPolicy
 from maniflow_rl.rl.dsrl.update import dsrl_gradient_step
-from maniflow_rl.rl.ppo.config import config_from_dict
-from maniflow_rl.rl.ppo.helpers import NonFiniteTrainingError, skipped_updates_message
+from maniflow_rl.rl.intervals import evaluation_due
+from maniflow_rl.rl.nonfinite import NonFiniteTrainingError, skipped_updates_message
 from maniflow_rl.rl.replay import ChunkReplayBuffer, NStepAccumulator
 from maniflow_rl.rl.rollout_collector import ManiFlowRolloutCollector
 from maniflow_rl.utils.run_files import append_metrics_row, open_run_logger
 from maniflow_rl.utils import threads
+from maniflow_rl.utils.config_dicts import config_from_dict
 from maniflow_rl.utils.seeding import seed_everything
 
 log = logging.getLogger("maniflow_rl")
@@ -290,8 +291,8 @@ class ManiFlowDSRLTrainer:
         t_update = time.perf_counter() - t0 - t_collect
         self.vector_steps += 1
         self._account(t_collect, t_update, updates, sums)
-        evaluated = cfg.eval_episodes > 0 and (self.vector_steps % cfg.eval_interval == 0
-                                               or self.vector_steps == self.num_vector_steps)
+        evaluated = cfg.eval_episodes > 0 and evaluation_due(
+            self.vector_steps, self.num_vector_steps, cfg.eval_interval)
         if evaluated:
             self._pending.update({f"eval/{k}": v for k, v in self.evaluate().items()
                                   if isinstance(v, (int, float))})
@@ -309,9 +310,9 @@ class ManiFlowDSRLTrainer:
         self.consecutive_skipped = self.consecutive_skipped + 1 if skipped else 0
         if self.consecutive_skipped >= self.config.max_consecutive_skipped_updates:
             latest = self.save_dir / LATEST_CHECKPOINT
-            message = skipped_updates_message(self.consecutive_skipped, self.vector_steps,
-                                              latest if latest.is_file() else None)
-            raise NonFiniteTrainingError(message.replace("PPOConfig.", "DSRLConfig."))
+            raise NonFiniteTrainingError(skipped_updates_message(
+                self.consecutive_skipped, self.vector_steps, latest if latest.is_file() else None,
+                config_name="DSRLConfig", step_name="vector step"))
 
     def _account(self, t_collect, t_update, updates, sums) -> None:
         """Accumulate timings and update diagnostics until the next log row."""

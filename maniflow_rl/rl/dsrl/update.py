@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from maniflow_rl.rl.dsrl import losses
-from maniflow_rl.rl.ppo.update import is_finite_number
+from maniflow_rl.rl.nonfinite import is_finite_number
 
 
 def finite_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 
 from maniflow_rl.rl.env_input_guard import (DEFAULT_MAX_ABS_ENV_VALUE, NONFINITE_POLICIES,
                                             validate_guard_settings)
+from maniflow_rl.utils.config_dicts import config_from_dict
 
 LOGPROB_LEVELS = ("chunk", "action", "dim")
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -151,24 +152,3 @@ class PPOConfig:
 def _divisors_hint(n: int) -> str:
     divisors = [d for d in range(1, n + 1) if n % d == 0]
     return ", ".join(str(d) for d in divisors[-4:])
-
-
-def config_from_dict(cls, values: dict[str, Any] | None):
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys with a clear message."""
-    values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
-    return cls(**values)
-
-
-def as_config(cls, value):
-    """``value`` as a ``cls`` instance: None -> defaults, a dict -> :func:`config_from_dict`."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        return config_from_dict(cls, value)
-    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from maniflow_rl.rl.advantages import AdvantageConfig
-from maniflow_rl.rl.ppo.config import PPOConfig, config_from_dict
+from maniflow_rl.rl.ppo.config import PPOConfig
+from maniflow_rl.utils.config_dicts import config_from_dict
 from maniflow_rl.rl.ppo.trainer import ManiFlowPPOTrainer
 from maniflow_rl.rl.rollout_collector import CollectorConfig
 from maniflow_rl.utils import distributed as dp

@@ -104,20 +104,6 @@ def rollout_metrics(stats: dict[str, Any], batch, executed: slice) -> dict[str, 
     return metrics
 
 
-class NonFiniteTrainingError(RuntimeError):
-    """Too many optimizer steps in a row were skipped (non-finite loss or gradient)."""
-
-
-def skipped_updates_message(consecutive: int, iteration: int, last_checkpoint) -> str:
-    """The error text when ``consecutive`` optimizer steps in a row were skipped."""
-    kept = (f"the last good checkpoint, {last_checkpoint}, is intact" if last_checkpoint
-            else "no checkpoint was written by this run")
-    return (f"training stopped at iteration {iteration}: {consecutive} optimizer steps in a row "
-            f"were skipped because the loss or gradient was not finite (NaN / inf); {kept}. "
-            f"Check the envs' rewards and observations and the learning rates "
-            f"(PPOConfig.max_consecutive_skipped_updates sets this limit)")
-
-
 def check_env_count(env_runner, num_envs: int, world_size: int) -> None:
     """The runner holds this rank's share of ``PPOConfig.num_envs`` (all of them in one
     process, ``num_envs / world_size`` under torchrun)."""

@@ -41,12 +41,15 @@ from tqdm.auto import tqdm
 
 from maniflow_rl.rl.advantages import AdvantageConfig, ManiFlowAdvantageCalculator
 from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT, ppo_checkpoint_path
+from maniflow_rl.rl.intervals import evaluation_due
+from maniflow_rl.rl.nonfinite import NonFiniteTrainingError, skipped_updates_message
+from maniflow_rl.rl.ppo.config import PPOConfig
+from maniflow_rl.utils.config_dicts import as_config
 from maniflow_rl.rl.ppo.demo_regularizer import DemoRegularizer
-from maniflow_rl.rl.ppo.config import PPOConfig, as_config
 from maniflow_rl.rl.ppo.helpers import (  # noqa: F401  (re-exported: public names)
-    CONSOLE_KEYS, CRITIC_NAME_MARKERS, NonFiniteTrainingError, check_env_count, check_grpo_setup,
+    CONSOLE_KEYS, CRITIC_NAME_MARKERS, check_env_count, check_grpo_setup,
     denoising_step_diagnostics, lr_multiplier, make_optimizer, policy_autocast, rank_state_of,
-    rollout_metrics, skipped_updates_message, split_actor_critic_parameters)
+    rollout_metrics, split_actor_critic_parameters)
 from maniflow_rl.rl.ppo.update import consecutive_skipped_updates, ppo_update
 from maniflow_rl.rl.rollout_collector import (CollectorConfig, ManiFlowRolloutCollector,
                                               group_layout_seeds)
@@ -219,8 +222,8 @@ class ManiFlowPPOTrainer:
             metrics["perf/rollout_sps"] = env_steps / max(metrics["perf/rollout_seconds"], 1e-9)
         self.executed_env_steps += int(metrics.get("rollout/executed_env_steps", env_steps))
         metrics["executed_env_steps"] = self.executed_env_steps
-        evaluated = cfg.eval_episodes > 0 and (self.iteration % cfg.eval_interval == 0
-                                               or self.iteration == self.num_iterations)
+        evaluated = cfg.eval_episodes > 0 and evaluation_due(
+            self.iteration, self.num_iterations, cfg.eval_interval)
         if evaluated:
             metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()
                             if isinstance(v, (int, float))})

@@ -36,6 +36,7 @@ from maniflow_rl.rl.losses import (
     ppo_policy_loss,
     value_loss,
 )
+from maniflow_rl.rl.nonfinite import is_finite_number
 from maniflow_rl.rl.ppo.config import PPOConfig
 from maniflow_rl.utils.distributed import GradientSync, minibatch_chunks
 
@@ -103,11 +104,6 @@ def consecutive_skipped_updates(previous: int, skipped: int, trailing: int,
     """Optimizer steps skipped in a row after one update: ``previous`` (the count before it)
     plus ``skipped`` if the update took no step, else the update's ``trailing`` skips."""
     return int(trailing) if steps_taken > 0 else int(previous) + int(skipped)
-
-
-def is_finite_number(value: torch.Tensor | float) -> bool:
-    """Whether a scalar loss / gradient norm is finite (not NaN, not +-inf)."""
-    return bool(torch.isfinite(torch.as_tensor(value)).all())
 
 
 def _actor_critic_params(optimizer, actor_params, critic_params):
