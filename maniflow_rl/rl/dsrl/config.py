@@ -3,7 +3,8 @@
 Shared with :class:`~maniflow_rl.rl.ppo.config.PPOConfig` (same meaning): ``total_timesteps``
 (env steps), ``num_envs``, ``save_path``, ``save_interval`` / ``eval_interval`` /
 ``log_interval`` (here counted in **vector steps**, one chunk in every env), ``eval_episodes``,
-``device``, ``seed``.
+``device``, ``seed``. The last vector step is always evaluated; an interval evaluation less
+than a quarter interval before it is skipped (``rl/intervals.py``).
 
 Units: a transition is one executed action chunk (``Ca = n_action_steps`` env steps);
 ``gamma`` is the per-env-step discount, so a transition is discounted by ``gamma ** Ca``

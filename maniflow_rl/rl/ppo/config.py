@@ -8,7 +8,8 @@ Units, so that every number means one thing:
   ``num_envs * num_steps_per_rollout`` PPO samples and
   ``num_envs * num_steps_per_rollout * n_action_steps`` env steps.
 - ``batch_size`` is the PPO **minibatch** size in samples; it must divide the rollout size.
-- ``save_interval``, ``log_interval``, ``eval_interval`` count **rollouts** (PPO iterations).
+- ``save_interval``, ``log_interval``, ``eval_interval`` count **rollouts** (PPO iterations);
+  the last iteration is always evaluated (``rl/intervals.py``).
 
 Faults: ``nonfinite_policy`` / ``max_abs_env_value`` decide what a NaN, inf or ``|x| >
 max_abs_env_value`` reward or observation from the envs does (``"error"``: stop with a message
