@@ -16,6 +16,7 @@ from maniflow_rl.envs.robosuite.tasks import ACTION_MODES, ROBOSUITE_POLICY_OBS,
 from maniflow_rl.rl.advantages import AdvantageConfig
 from maniflow_rl.rl.dsrl.config import DSRLConfig
 from maniflow_rl.rl.ppo.config import PPOConfig
+from maniflow_rl.utils.config_dicts import require_choice, require_int
 from maniflow_rl.utils.threads import AUTO, SAME, ThreadPolicy
 
 FINETUNE_ALGORITHMS = ("ppo", "dsrl")
@@ -46,18 +47,6 @@ def split_policy_obs(policy: dict, task: str = "") -> tuple[list[str], dict]:
 FINETUNE_POLICY_KEYS = ("noise_method", "noise_level", "noise_anneal", "noise_params",
                         "sigma_min", "sigma_max", "num_inference_steps", "sde_steps",
                         "noise_level_per_step", "chain_logprob")
-
-
-def require_int(section: str, name: str, value: Any, minimum: int) -> None:
-    """``ValueError`` naming ``section.name`` unless ``value`` is an int >= ``minimum``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{section}.{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def require_choice(section: str, name: str, value: Any, choices: tuple) -> None:
-    """``ValueError`` naming ``section.name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{section}.{name} must be one of {choices}, got {value!r}")
 
 
 @dataclass
@@ -171,12 +160,8 @@ class FinetuneAlgorithmConfig:
     select: str = "best"
 
     def validate(self) -> None:
-        if self.algorithm not in FINETUNE_ALGORITHMS:
-            raise ValueError(f"finetune.algorithm must be one of {FINETUNE_ALGORITHMS}, "
-                             f"got {self.algorithm!r}")
-        if self.select not in FINETUNE_SELECTIONS:
-            raise ValueError(f"finetune.select must be one of {FINETUNE_SELECTIONS}, "
-                             f"got {self.select!r}")
+        require_choice("finetune", "algorithm", self.algorithm, FINETUNE_ALGORITHMS)
+        require_choice("finetune", "select", self.select, FINETUNE_SELECTIONS)
 
 
 @dataclass

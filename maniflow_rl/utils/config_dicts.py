@@ -1,5 +1,6 @@
 """Typed configuration dataclasses from plain dicts (the Python API accepts either), shared by
-``PPOConfig``, ``DSRLConfig`` and the trainers: unknown keys fail with the valid ones listed."""
+``PPOConfig``, ``DSRLConfig``, the run sections and the trainers: unknown keys fail with the
+valid ones listed; ``require_int`` / ``require_choice`` give the validators' messages."""
 
 from __future__ import annotations
 
@@ -26,3 +27,15 @@ def as_config(cls, value):
     if isinstance(value, dict):
         return config_from_dict(cls, value)
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+
+
+def require_int(section: str, name: str, value: Any, minimum: int) -> None:
+    """``ValueError`` naming ``section.name`` unless ``value`` is an int >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{section}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def require_choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    """``ValueError`` naming ``section.name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{section}.{name} must be one of {choices}, got {value!r}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maniflow_rl.rl.env_input_guard import DEFAULT_MAX_ABS_ENV_VALUE, validate_guard_settings
+from maniflow_rl.utils.config_dicts import require_choice
 
 DSRL_VARIANTS = ("na", "sac")
 
@@ -86,9 +87,7 @@ class DSRLConfig:
 
     def validate(self) -> "DSRLConfig":
         """Raise ``ValueError`` naming the field for any inconsistent value."""
-        if self.variant not in DSRL_VARIANTS:
-            raise ValueError(f"DSRLConfig.variant must be one of {DSRL_VARIANTS}, "
-                             f"got {self.variant!r}")
+        require_choice("DSRLConfig", "variant", self.variant, DSRL_VARIANTS)
         for name in ("total_timesteps", "num_envs", "batch_size", "nstep", "num_critics",
                      "num_alias_noises", "buffer_size", "save_interval", "log_interval",
                      "eval_interval", "max_consecutive_skipped_updates"):

@@ -26,7 +26,7 @@ from typing import Any
 
 from maniflow_rl.rl.env_input_guard import (DEFAULT_MAX_ABS_ENV_VALUE, NONFINITE_POLICIES,
                                             validate_guard_settings)
-from maniflow_rl.utils.config_dicts import config_from_dict
+from maniflow_rl.utils.config_dicts import config_from_dict, require_choice
 
 LOGPROB_LEVELS = ("chunk", "action", "dim")
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -112,18 +112,10 @@ class PPOConfig:
             raise ValueError(f"PPOConfig.clip_range must be in (0, 1), got {self.clip_range}")
         if self.learning_rate < 0 or self.critic_learning_rate < 0:
             raise ValueError("learning rates must be >= 0")
-        if self.logprob_level not in LOGPROB_LEVELS:
-            raise ValueError(f"PPOConfig.logprob_level must be one of {LOGPROB_LEVELS}, "
-                             f"got {self.logprob_level!r}")
-        if self.autocast not in AUTOCAST_MODES:
-            raise ValueError(f"PPOConfig.autocast must be one of {AUTOCAST_MODES}, "
-                             f"got {self.autocast!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"PPOConfig.lr_schedule must be one of {LR_SCHEDULES}, "
-                             f"got {self.lr_schedule!r}")
-        if self.value_loss_type not in VALUE_LOSS_TYPES:
-            raise ValueError(f"PPOConfig.value_loss_type must be one of {VALUE_LOSS_TYPES}, "
-                             f"got {self.value_loss_type!r}")
+        require_choice("PPOConfig", "logprob_level", self.logprob_level, LOGPROB_LEVELS)
+        require_choice("PPOConfig", "autocast", self.autocast, AUTOCAST_MODES)
+        require_choice("PPOConfig", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        require_choice("PPOConfig", "value_loss_type", self.value_loss_type, VALUE_LOSS_TYPES)
         if self.dual_clip is not None and self.dual_clip <= 1.0:
             raise ValueError(f"PPOConfig.dual_clip must be > 1 (or None), got {self.dual_clip}")
         if self.target_kl is not None and self.target_kl <= 0:
