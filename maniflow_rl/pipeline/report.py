@@ -43,7 +43,7 @@ def plot_learning_curve(history: list[dict[str, float]], baseline: float | None,
     if reference is not None:
         steps, values = [0, *steps], [reference["success_rate"], *values]
     if steps:
-        ax_success.plot(steps, values, "o-", label="evaluation (deterministic; step 0: start)")
+        ax_success.plot(steps, values, "o-", label="evaluation (fixed seeds; step 0: start)")
     if selected and selected.get("success_rate") is not None:
         ax_success.plot([selected["global_step"]], [selected["success_rate"]], "*", ms=14,
                         color="C3", label="kept (finetune.select)")
