@@ -10,8 +10,11 @@ the same episodes before the first update), and every evaluated policy is checkp
     step s_1 < ...    every evaluated checkpoint (``checkpoint_<iteration>.pt`` for PPO,
                       ``dsrl_<vector step>.pt`` for DSRL)
 
-a tie going to the later, longer-trained one (as the imitation's ``best.pt``,
-``train/checkpoint_selection.py``). The before/after evaluation then scores the selected
+a tie between checkpoints going to the later, longer-trained one (as the imitation's
+``best.pt``, ``train/checkpoint_selection.py``), while a checkpoint must beat the starting
+policy strictly to replace it: a tie says RL found nothing better, so the untouched imitation
+policy stays (pick-place, run 32: its last checkpoint tied the start at 50 % and scored 38 %
+against the imitation's 44 % on the final episodes). The before/after evaluation then scores the selected
 policy on ``eval.seed``'s layouts, which took no part in the choice; the last checkpoint is
 scored on the same episodes beside it, so a report shows both. If the starting policy wins,
 fine-tuning found nothing better on the evaluation layouts during RL and the run reports
@@ -79,6 +82,17 @@ def selection_candidates(finetune_dir: Path, algorithm: str, start_checkpoint: P
     return candidates
 
 
+def keep_best_candidate(candidates: Sequence[dict[str, Any]],
+                        start_checkpoint: str) -> dict[str, Any]:
+    """The highest-scoring checkpoint (the later on a tie), unless it does not beat the
+    starting policy's score strictly: then the start."""
+    start = next((c for c in candidates if c["checkpoint"] == start_checkpoint), None)
+    trained = best_record([c for c in candidates if c is not start])
+    if start is None or (trained is not None and trained["success_rate"] > start["success_rate"]):
+        return trained
+    return start
+
+
 def select_finetuned_checkpoint(finetune_dir: str | Path, algorithm: str,
                                 start_checkpoint: str | Path, final_step: int,
                                 layout_seed: int, mode: str = "best") -> dict[str, Any]:
@@ -92,7 +106,7 @@ def select_finetuned_checkpoint(finetune_dir: str | Path, algorithm: str,
     candidates = selection_candidates(finetune_dir, algorithm, Path(start_checkpoint),
                                       layout_seed) if mode == "best" else []
     if candidates:
-        chosen = best_record(candidates)   # the highest, the later on a tie
+        chosen = keep_best_candidate(candidates, str(start_checkpoint))
     else:   # "last", or nothing was evaluated during RL
         from maniflow_rl.rl.checkpoint_names import LATEST_CHECKPOINT
 

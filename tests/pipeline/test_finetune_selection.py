@@ -40,10 +40,14 @@ def _write_run(folder, reference, evals, missing=(), algorithm="ppo", seeds=None
 
 
 def test_the_start_is_kept_when_no_evaluation_during_rl_beats_it(tmp_path):
-    folder = _write_run(tmp_path / "finetune", 0.40, [0.35, 0.30, 0.40, 0.35])
     start = tmp_path / "pretrain" / "best.pt"
+    # 0.40 at steps 200 and 600 tie the start: no evidence that RL helped, the start stays
+    folder = _write_run(tmp_path / "tie", 0.40, [0.40, 0.30, 0.40, 0.35])
     chosen = select_finetuned_checkpoint(folder, "ppo", start, final_step=800, layout_seed=SEED)
-    # 0.40 at step 600 ties the start and is later: the trained policy wins the tie
+    assert chosen["checkpoint"] == str(start) and chosen["is_start"]
+    # 0.45 at steps 200 and 600 beat it: the later of the tied checkpoints is kept
+    folder = _write_run(tmp_path / "finetune", 0.40, [0.45, 0.30, 0.45, 0.35])
+    chosen = select_finetuned_checkpoint(folder, "ppo", start, final_step=800, layout_seed=SEED)
     assert chosen["checkpoint"] == str(folder / "checkpoint_6.pt")
     assert chosen["global_step"] == 600 and not chosen["is_start"] and not chosen["is_last"]
     folder = _write_run(tmp_path / "lower", 0.45, [0.35, 0.30, 0.40, 0.35])
