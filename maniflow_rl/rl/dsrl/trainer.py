@@ -296,9 +296,8 @@ class ManiFlowDSRLTrainer:
         if evaluated:
             self._pending.update({f"eval/{k}": v for k, v in self.evaluate().items()
                                   if isinstance(v, (int, float))})
-        metrics = None
-        if self.vector_steps % cfg.log_interval == 0 or evaluated:   # an evaluation's own row
-            metrics = self._flush_metrics()
+        flush = self.vector_steps % cfg.log_interval == 0 or evaluated   # evaluations: own row
+        metrics = self._flush_metrics() if flush else None
         if self.vector_steps % cfg.save_interval == 0 or evaluated:   # evaluated: selectable
             self.save_checkpoint()
         return metrics
