@@ -152,16 +152,16 @@ def _start_env_runners(cfg: FinetuneConfig, policy, num_envs: int, seed: int,
     env_kwargs = {**cfg.env.env_kwargs(), "privileged_state": policy_reads_state}
     train_kwargs = {**env_kwargs, "privileged_state": policy_reads_state or privileged_state}
     runner = PointCloudEnvRunner(cfg.env.task, num_envs=num_envs, seed=seed,
-                                num_workers=cfg.env.num_workers if num_workers is None
-                                else num_workers, group_size=group_size,
-                                **cfg.env.runner_kwargs(), **train_kwargs)
+                                 num_workers=cfg.env.num_workers if num_workers is None
+                                 else num_workers, group_size=group_size,
+                                 **cfg.env.runner_kwargs(), **train_kwargs)
     try:
         check_shape_meta_compatible(
             policy.shape_meta, runner.shape_meta, required_name="the policy",
             provided_name=f"env {cfg.env.task}",
             hint="set env.num_points / env options to match the pretraining data")
         eval_runner = PointCloudEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs,
-                                         seed=cfg.eval.rl_seed, num_workers=0, **env_kwargs) \
+                                          seed=cfg.eval.rl_seed, num_workers=0, **env_kwargs) \
             if with_eval else None
     except BaseException:
         runner.close()

@@ -14,9 +14,9 @@ a tie between checkpoints going to the later, longer-trained one (as the imitati
 ``best.pt``, ``train/checkpoint_selection.py``), while a checkpoint must beat the starting
 policy strictly to replace it: a tie says RL found nothing better, so the untouched imitation
 policy stays (pick-place, run 32: its last checkpoint tied the start at 50 % and scored 38 %
-against the imitation's 44 % on the final episodes). The before/after evaluation then scores the selected
-policy on ``eval.seed``'s layouts, which took no part in the choice; the last checkpoint is
-scored on the same episodes beside it, so a report shows both. If the starting policy wins,
+against the imitation's 44 % on the final episodes). The before/after evaluation then scores
+the selected policy on ``eval.seed``'s layouts, which took no part in the choice; the last
+checkpoint is scored on the same episodes beside it, so a report shows both. If the starting policy wins,
 fine-tuning found nothing better on the evaluation layouts during RL and the run reports
 the imitation policy. ``finetune.select=last`` keeps the final checkpoint.
 

@@ -246,9 +246,9 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, video: Path | None = N
     else:
         policy = policy_from_checkpoint(payload, cfg.finetune_policy)
     with PointCloudEnvRunner(cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.eval.seed,
-                            num_workers=cfg.env.num_workers, **cfg.env.runner_kwargs(),
-                            **cfg.env.env_kwargs(),
-                            privileged_state=privileged_state_for(policy.shape_meta)) as runner:
+                             num_workers=cfg.env.num_workers, **cfg.env.runner_kwargs(),
+                             **cfg.env.env_kwargs(),
+                             privileged_state=privileged_state_for(policy.shape_meta)) as runner:
         result = evaluate_policy(policy, runner, cfg.eval.episodes, seed=cfg.eval.seed,
                                  video_path=video, num_video_episodes=cfg.eval.video_episodes,
                                  progress=progress)

@@ -128,8 +128,8 @@ def test_dead_worker_is_restarted_and_its_episode_truncated(local_ray):
         after = runner.step(actions)   # the new worker keeps stepping its new episode
         assert not after["dones"][1] and runner._workers.restarts == 1
         last = after["obs"]
-        _kill_and_wait(local_ray, runner._workers.actors[0])   # dies before a chunk: truncated at its first
-        chunk = runner.step_chunk(np.zeros((2, 3, 4), np.float32))   # sub-step, then held
+        _kill_and_wait(local_ray, runner._workers.actors[0])   # dead before a chunk: truncated
+        chunk = runner.step_chunk(np.zeros((2, 3, 4), np.float32))   # at its first sub-step, held
         assert [c["truncated"][0] for c in chunk] == [True, False, False]
         assert runner._workers.restarts == 2   # env 1 lives on: its 3-step limit, then held
         assert [c["dones"][1] for c in chunk] == [False, True, False]

@@ -5,8 +5,8 @@ runners), instead of a ``multiprocessing`` worker.
 * ``ray_address``: None starts (or reuses) a local Ray instance, ``auto`` joins the cluster
   started with ``ray start --head`` on this machine, ``host:port`` / ``ray://host:port`` a remote
   one. An address nobody answers on fails at once with a message (no minutes of retries).
-* The actors run the same ``EnvGroup`` (``env_group.py``) as the worker processes, so the same seeds give
-  the same observations whichever backend steps them.
+* The actors run the same ``EnvGroup`` (``env_group.py``) as the worker processes, so the same
+  seeds give the same observations whichever backend steps them.
 * A worker that dies (its node is lost, it is killed, it crashes) is replaced by a new actor
   whose envs start their next episode: the step reports those envs' episodes as truncated
   (reward 0, ``final_obs`` = their last observation; a ``step_chunk`` at its first sub-step,
